@@ -1,0 +1,250 @@
+// Package daemon is `nodenet run`: it loads the config, builds the cluster
+// view, runs every component behind its coalescing runner, serves the admin
+// listener and the control socket, reloads on SIGHUP and stops on SIGTERM,
+// leaving the kernel datapath in place.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nodenet/nodenet/daemon/admin"
+	"github.com/nodenet/nodenet/daemon/buildinfo"
+	"github.com/nodenet/nodenet/daemon/config"
+	"github.com/nodenet/nodenet/daemon/control"
+	"github.com/nodenet/nodenet/daemon/logging"
+	"github.com/nodenet/nodenet/daemon/metrics"
+	"github.com/nodenet/nodenet/daemon/nodeinfo"
+	"github.com/nodenet/nodenet/daemon/view"
+)
+
+const (
+	// shutdownGrace bounds a graceful stop; systemd's TimeoutStopSec is longer.
+	shutdownGrace = 10 * time.Second
+	// apiProbeInterval is how often the API server's /readyz is asked.
+	apiProbeInterval = 2 * time.Second
+)
+
+// Daemon is one running nodenet agent.
+type Daemon struct {
+	path    string
+	start   time.Time
+	log     *slog.Logger
+	level   *slog.LevelVar
+	metrics *metrics.Metrics
+	health  *view.Health
+	view    *view.View
+	admin   *admin.Server
+	comps   []*managed
+
+	cachesSynced atomic.Bool
+	readyOnce    sync.Once
+
+	mu          sync.Mutex // guards the config fields below
+	startCfg    *config.Config
+	cfg         *config.Config
+	generation  int
+	loadedAt    time.Time
+	reloadErr   string
+	restartKeys []string
+}
+
+// Run runs the daemon until ctx is done or SIGTERM/SIGINT arrives.
+func Run(ctx context.Context, path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	lvl, _ := logging.ParseLevel(cfg.Log.Level) // validated
+	level.Set(lvl)
+	log := logging.New(os.Stderr, cfg.Log.Format, level)
+	slog.SetDefault(log)
+	logging.RouteKlog(log)
+
+	d := &Daemon{path: path, start: time.Now(), log: log, level: level, metrics: metrics.New(buildinfo.String()),
+		startCfg: cfg, cfg: cfg, generation: 1, loadedAt: time.Now()}
+	d.metrics.ConfigGeneration.Set(1)
+	return d.run(ctx)
+}
+
+func (d *Daemon) run(ctx context.Context) error {
+	cfg := d.cfg
+	log := d.log
+	log.Info("starting nodenet", "version", buildinfo.String(), "node", cfg.Node.Name, "config", d.path, "pid", os.Getpid())
+
+	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubernetes.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", cfg.Kubernetes.Kubeconfig, err)
+	}
+	restCfg.QPS = float32(cfg.Kubernetes.QPS)
+	restCfg.Burst = cfg.Kubernetes.Burst
+	restCfg.UserAgent = "nodenet/" + buildinfo.String() + " (" + cfg.Node.Name + ")"
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	d.health = view.NewHealth(restCfg.Host, func(up bool) {
+		if up {
+			d.metrics.APIUp.Set(1)
+			log.Info("API server reachable", "server", restCfg.Host)
+		} else {
+			d.metrics.APIUp.Set(0)
+			log.Warn("API server unreachable; running on the last known state", "server", restCfg.Host, "err", d.health.Snapshot().LastError)
+		}
+	})
+	d.view = view.New(client, cfg.Kubernetes.ResyncPeriod, d.health, log)
+	d.metrics.Registry.MustRegister(newViewCollector(d.view))
+
+	for _, c := range d.components(cfg) {
+		mc := newManaged(c, cfg.Reconcile, d.metrics, log, d.checkReady)
+		d.view.Subscribe(mc.r.Run, c.Watches()...)
+		d.comps = append(d.comps, mc)
+	}
+
+	ctl, err := control.Listen(cfg.Admin.ControlSocket)
+	if err != nil {
+		return err
+	}
+	ctlSrv := control.NewServer(d.Status)
+	go func() {
+		if err := ctlSrv.Serve(ctl); err != nil {
+			log.Error("control socket stopped", "err", err)
+		}
+	}()
+	d.admin = admin.New(d.metrics.Registry, d.ready, log)
+	if err := d.admin.SetListen(cfg.Admin.Listen); err != nil {
+		ctl.Close()
+		return err
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { d.health.Probe(runCtx, client.Discovery().RESTClient(), apiProbeInterval) })
+	d.view.Start(runCtx)
+	wg.Go(func() {
+		if !d.view.WaitForSync(runCtx) {
+			return
+		}
+		d.cachesSynced.Store(true)
+		log.Info("caches synced", "elapsed", time.Since(d.start).Round(time.Millisecond))
+		for _, mc := range d.comps {
+			wg.Go(func() { mc.r.Loop(runCtx) })
+			mc.r.Run()
+		}
+	})
+
+	var watchdog <-chan time.Time
+	if interval, err := sddaemon.SdWatchdogEnabled(false); err == nil && interval > 0 {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return d.shutdown(cancel, &wg, ctlSrv)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			log.Info("stopping; the datapath stays in place", "signal", sig.String())
+			return d.shutdown(cancel, &wg, ctlSrv)
+		case <-watchdog:
+			// Pings come from this loop, so a wedged daemon stops pinging
+			// and systemd restarts it.
+			_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// components builds every reconciler. Later capabilities add theirs here.
+func (d *Daemon) components(cfg *config.Config) []Component {
+	return []Component{nodeinfo.New(d.view, cfg)}
+}
+
+func (d *Daemon) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup, ctl *control.Server) error {
+	_, _ = sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+	cancel()
+	ctx, stop := context.WithTimeout(context.Background(), shutdownGrace)
+	defer stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var errs []error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("components did not stop within %s", shutdownGrace))
+	}
+	errs = append(errs, ctl.Shutdown(ctx), d.admin.Shutdown(ctx))
+	err := errors.Join(errs...)
+	if err != nil {
+		d.log.Error("shutdown", "err", err)
+	} else {
+		d.log.Info("stopped")
+	}
+	return err
+}
+
+// ready reports whether caches synced and every component synced once.
+func (d *Daemon) ready() (bool, string) {
+	if !d.cachesSynced.Load() {
+		return false, "informer caches not synced"
+	}
+	for _, mc := range d.comps {
+		if !mc.synced() {
+			return false, "component " + mc.c.Name() + " has not synced yet"
+		}
+	}
+	return true, ""
+}
+
+// checkReady tells systemd once the daemon first becomes ready.
+func (d *Daemon) checkReady() {
+	if ok, _ := d.ready(); !ok {
+		return
+	}
+	d.readyOnce.Do(func() {
+		d.metrics.Ready.Set(1)
+		d.log.Info("ready", "elapsed", time.Since(d.start).Round(time.Millisecond))
+		if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
+			d.log.Warn("sd_notify READY", "err", err)
+		}
+	})
+}
+
+// Status assembles what `nodenet status` shows.
+func (d *Daemon) Status() *control.Status {
+	ok, why := d.ready()
+	d.mu.Lock()
+	cs := control.ConfigStatus{File: d.path, Generation: d.generation, LoadedAt: d.loadedAt,
+		LastReloadError: d.reloadErr, RestartRequired: d.restartKeys}
+	node := d.cfg.Node.Name
+	d.mu.Unlock()
+	st := &control.Status{
+		Version: buildinfo.String(), Node: node, Pid: os.Getpid(), StartTime: d.start, Now: time.Now(),
+		Ready: ok, ReadyReason: why, Config: cs, API: d.health.Snapshot(), Informers: d.view.State(),
+	}
+	for _, mc := range d.comps {
+		st.Components = append(st.Components, mc.status())
+	}
+	return st
+}

@@ -1,0 +1,148 @@
+// Command nodenet is the node networking agent for bare-metal Kubernetes:
+// `nodenet run` is the daemon systemd starts, and the same binary is the CNI
+// plugin when a container runtime executes it with CNI_COMMAND set.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nodenet/nodenet/daemon"
+	"github.com/nodenet/nodenet/daemon/buildinfo"
+	"github.com/nodenet/nodenet/daemon/config"
+	"github.com/nodenet/nodenet/daemon/control"
+	"github.com/nodenet/nodenet/datapath/cni"
+)
+
+const defaultConfig = "/etc/nodenet/config.toml"
+
+const usage = `nodenet: Kubernetes node networking agent
+
+usage:
+  nodenet run [--config FILE]                 run the daemon (what systemd starts)
+  nodenet check-config FILE                   validate a config file; every problem is listed
+  nodenet status [--json] [--socket PATH | --config FILE]
+                                              ask the running daemon how it is doing
+  nodenet version                             print the version
+
+Run with CNI_COMMAND set (as /opt/cni/bin/nodenet), it is the CNI plugin.
+`
+
+func main() {
+	if os.Getenv("CNI_COMMAND") != "" {
+		os.Exit(cni.Main("nodenet " + buildinfo.String()))
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check-config":
+		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "nodenet", buildinfo.String())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "nodenet: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("nodenet "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := newFlags("run", stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return 2
+	}
+	if err := daemon.Run(context.Background(), *path); err != nil {
+		var cerrs *config.Errors
+		if errors.As(err, &cerrs) {
+			printProblems(stderr, *path, cerrs)
+		} else {
+			fmt.Fprintln(stderr, "nodenet:", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check-config", stderr)
+	if fs.Parse(args) != nil || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: nodenet check-config FILE")
+		return 2
+	}
+	path := fs.Arg(0)
+	if _, err := config.Load(path); err != nil {
+		var cerrs *config.Errors
+		if errors.As(err, &cerrs) {
+			printProblems(stderr, path, cerrs)
+		} else {
+			fmt.Fprintln(stderr, "nodenet:", err)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return 0
+}
+
+func printProblems(w io.Writer, path string, cerrs *config.Errors) {
+	fmt.Fprintf(w, "%s: %d problem(s):\n", path, len(cerrs.Problems))
+	for _, p := range cerrs.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	socket := fs.String("socket", "", "control socket (default: the config's admin.control_socket)")
+	cfgPath := fs.String("config", defaultConfig, "config file to read the socket path from")
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return 2
+	}
+	path := *socket
+	if path == "" {
+		path = config.Defaults().Admin.ControlSocket
+		if cfg, err := config.Load(*cfgPath); err == nil {
+			path = cfg.Admin.ControlSocket
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := control.NewClient(path).Status(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "nodenet status:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return 0
+	}
+	st.Render(stdout)
+	return 0
+}
