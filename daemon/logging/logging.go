@@ -3,6 +3,7 @@
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,7 +48,18 @@ func New(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
 }
 
 // RouteKlog sends client-go's klog output through logger, so every line the
-// process prints has one format.
+// process prints has one format. client-go's verbose levels (V(1) and up map
+// to slog levels between debug and info) are dropped: they are per-request
+// detail that would drown nodenet's own debug lines.
 func RouteKlog(logger *slog.Logger) {
-	klog.SetSlogLogger(logger.With("source", "client-go"))
+	klog.SetSlogLogger(slog.New(floor{logger.Handler()}).With("source", "client-go"))
 }
+
+// floor drops records below info.
+type floor struct{ slog.Handler }
+
+func (f floor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo && f.Handler.Enabled(ctx, l)
+}
+func (f floor) WithAttrs(a []slog.Attr) slog.Handler { return floor{f.Handler.WithAttrs(a)} }
+func (f floor) WithGroup(g string) slog.Handler      { return floor{f.Handler.WithGroup(g)} }

@@ -263,16 +263,16 @@ func (cp *ControlPlane) StartAPIServer(ctx context.Context) error {
 	return nil
 }
 
-// StopAPIServer stops kube-apiserver; etcd and the controller manager stay.
-func (cp *ControlPlane) StopAPIServer() error {
+// StopAPIServer kills kube-apiserver, as a crash or a network cut would look
+// to the daemons; etcd and the controller manager stay.
+func (cp *ControlPlane) StopAPIServer() {
 	cp.mu.Lock()
 	p := cp.apiserver
 	cp.apiserver = nil
 	cp.mu.Unlock()
-	if p == nil {
-		return nil
+	if p != nil {
+		p.Kill()
 	}
-	return p.Stop(30 * time.Second)
 }
 
 // Kubectl runs kubectl as admin inside the control plane namespace.
@@ -291,11 +291,11 @@ func (cp *ControlPlane) Stop() error {
 	for _, n := range nodes {
 		errs = append(errs, n.remove())
 	}
+	// Their state is thrown away: no need to wait for a graceful drain
+	// (kube-apiserver holds watches open for a long time on SIGTERM).
 	for _, p := range []*Proc{cp.kcm, cp.apiserver, cp.etcd} {
 		if p != nil {
-			if err := p.Stop(30 * time.Second); err != nil {
-				errs = append(errs, fmt.Errorf("stop %s: %w", p.Name, err))
-			}
+			p.Kill()
 		}
 	}
 	for _, ns := range []*NS{cp.NS, cp.Underlay} {
