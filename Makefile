@@ -1,0 +1,51 @@
+# nodenet: `make demo` and `make test` are all a fresh machine needs (as root).
+GO       ?= go
+BIN      := bin/nodenet
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/nodenet/nodenet/daemon/buildinfo.Version=$(VERSION)
+FUZZTIME ?= 10s
+# The test control plane binaries (built once from source, then cached).
+CLUSTER_BIN = $(shell test/cluster/build.sh)
+
+export CGO_ENABLED := 0
+
+.PHONY: all build cluster test unit fuzz leakcheck demo clean
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+cluster:
+	test/cluster/build.sh
+
+# Everything CI runs: format and vet, every test (unit, kernel and end to end
+# against the real control plane) with the race detector, short fuzz runs,
+# then the leak check over the whole machine.
+test: build cluster
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	CGO_ENABLED=1 NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) \
+	  $(GO) test -race -timeout 25m ./...
+	$(MAKE) --no-print-directory fuzz
+	test/leakcheck.sh
+
+unit:
+	$(GO) test ./...
+
+# Each fuzz target for FUZZTIME; the seed corpora also run in `go test`.
+fuzz:
+	@set -e; for t in $$(test/fuzz-targets.sh); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
+	    { $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	done
+
+leakcheck:
+	test/leakcheck.sh
+
+demo: build cluster
+	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/demo
+
+clean:
+	rm -rf bin
