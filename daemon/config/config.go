@@ -22,6 +22,7 @@ type Config struct {
 	Node       Node       `toml:"node"`
 	Kubernetes Kubernetes `toml:"kubernetes"`
 	Network    Network    `toml:"network"`
+	CNI        CNI        `toml:"cni"`
 	Reconcile  Reconcile  `toml:"reconcile"`
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
@@ -49,6 +50,22 @@ type Network struct {
 	ClusterCIDRs []string `toml:"cluster_cidrs"`
 	ServiceCIDRs []string `toml:"service_cidrs"`
 	MTU          int      `toml:"mtu"` // 0 = detect from the underlay
+	// Backend routes pod traffic between nodes: host-gw or vxlan.
+	Backend   string `toml:"backend"`
+	VXLANVNI  int    `toml:"vxlan_vni"`
+	VXLANPort int    `toml:"vxlan_port"`
+}
+
+// CNI configures pod networking on this node.
+type CNI struct {
+	ConfDir     string   `toml:"conf_dir"`     // where the runtime reads CNI configs
+	ConfFile    string   `toml:"conf_file"`    // our conflist's file name in ConfDir
+	NetworkName string   `toml:"network_name"` // the CNI network name
+	Bridge      string   `toml:"bridge"`       // the pods' bridge
+	StateDir    string   `toml:"state_dir"`    // IPAM allocations live below it
+	PodCIDRs    []string `toml:"pod_cidrs"`    // overrides the Node's spec.podCIDRs
+	// Chain lists plugin configs (JSON objects) run after nodenet, e.g. portmap.
+	Chain []string `toml:"chain"`
 }
 
 // Reconcile tunes the coalescing runner that drives every component's sync.
@@ -97,6 +114,21 @@ func defaultNetwork() Network {
 		ClusterCIDRs: []string{"10.244.0.0/16"},
 		ServiceCIDRs: []string{"10.96.0.0/12"},
 		MTU:          0,
+		Backend:      "host-gw",
+		VXLANVNI:     1,
+		VXLANPort:    8472,
+	}
+}
+
+func defaultCNI() CNI {
+	return CNI{
+		ConfDir:     "/etc/cni/net.d",
+		ConfFile:    "10-nodenet.conflist",
+		NetworkName: "nodenet",
+		Bridge:      "nodenet0",
+		StateDir:    "/var/lib/nodenet",
+		PodCIDRs:    []string{},
+		Chain:       []string{},
 	}
 }
 
@@ -121,6 +153,7 @@ func Defaults() Config {
 		Node:       defaultNode(),
 		Kubernetes: defaultKubernetes(),
 		Network:    defaultNetwork(),
+		CNI:        defaultCNI(),
 		Reconcile:  defaultReconcile(),
 		Log:        defaultLog(),
 		Admin:      defaultAdmin(),

@@ -35,6 +35,18 @@ func TestDefaults(t *testing.T) {
 		Network: Network{
 			ClusterCIDRs: []string{"10.244.0.0/16"},
 			ServiceCIDRs: []string{"10.96.0.0/12"},
+			Backend:      "host-gw",
+			VXLANVNI:     1,
+			VXLANPort:    8472,
+		},
+		CNI: CNI{
+			ConfDir:     "/etc/cni/net.d",
+			ConfFile:    "10-nodenet.conflist",
+			NetworkName: "nodenet",
+			Bridge:      "nodenet0",
+			StateDir:    "/var/lib/nodenet",
+			PodCIDRs:    []string{},
+			Chain:       []string{},
 		},
 		Reconcile: Reconcile{
 			MinInterval:   100 * time.Millisecond,
@@ -116,8 +128,8 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 			t.Errorf("%s: missing from %s", key, examplePath)
 		}
 	}
-	if len(leafKeys()) != 16 {
-		t.Errorf("leafKeys() = %d keys, want 16: %v", len(leafKeys()), leafKeys())
+	if len(leafKeys()) != 26 {
+		t.Errorf("leafKeys() = %d keys, want 26: %v", len(leafKeys()), leafKeys())
 	}
 }
 
@@ -137,6 +149,18 @@ resync_period = "0s"
 cluster_cidrs = ["10.1.0.0/16", "fd00:10::/56"]
 service_cidrs = ["10.2.0.0/16", "fd00:20::/112"]
 mtu = 1450
+backend = "vxlan"
+vxlan_vni = 42
+vxlan_port = 4789
+
+[cni]
+conf_dir = "/etc/cni/alt"
+conf_file = "20-nn.conflist"
+network_name = "pods"
+bridge = "br-pods"
+state_dir = "/var/lib/nn"
+pod_cidrs = ["10.1.7.0/24"]
+chain = ['{"type":"portmap"}']
 
 [reconcile]
 min_interval = "0s"
@@ -158,7 +182,12 @@ control_socket = "/run/nn.sock"
 			ClusterCIDRs: []string{"10.1.0.0/16", "fd00:10::/56"},
 			ServiceCIDRs: []string{"10.2.0.0/16", "fd00:20::/112"},
 			MTU:          1450,
+			Backend:      "vxlan",
+			VXLANVNI:     42,
+			VXLANPort:    4789,
 		},
+		CNI: CNI{ConfDir: "/etc/cni/alt", ConfFile: "20-nn.conflist", NetworkName: "pods", Bridge: "br-pods",
+			StateDir: "/var/lib/nn", PodCIDRs: []string{"10.1.7.0/24"}, Chain: []string{`{"type":"portmap"}`}},
 		Reconcile: Reconcile{RetryInterval: 500 * time.Millisecond, MaxInterval: 5 * time.Minute},
 		Log:       Log{Level: "debug", Format: "json"},
 		Admin:     Admin{ControlSocket: "/run/nn.sock"},
@@ -281,10 +310,10 @@ func TestDiffNil(t *testing.T) {
 	if got := Diff(nil, nil); got != nil {
 		t.Errorf("Diff(nil, nil) = %v, want nil", got)
 	}
-	// Every default is non-zero except network.mtu and node.addresses.
+	// Every default is non-zero except network.mtu and the empty lists.
 	want := []string{}
 	for _, k := range leafKeysSorted() {
-		if k != "network.mtu" && k != "node.addresses" {
+		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" {
 			want = append(want, k)
 		}
 	}

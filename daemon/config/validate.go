@@ -27,6 +27,7 @@ func (c *Config) problems() []Problem {
 	c.Node.validate(&section{name: "node", out: &ps})
 	c.Kubernetes.validate(&section{name: "kubernetes", out: &ps})
 	c.Network.validate(&section{name: "network", out: &ps})
+	c.CNI.validate(&section{name: "cni", out: &ps})
 	c.Reconcile.validate(&section{name: "reconcile", out: &ps})
 	c.Log.validate(&section{name: "log", out: &ps})
 	c.Admin.validate(&section{name: "admin", out: &ps})
@@ -128,7 +129,18 @@ func (n Network) validate(s *section) {
 	case n.MTU < 576 || n.MTU > 9216:
 		s.add("mtu", "must be 0 (auto-detect) or between 576 and 9216, got %d", n.MTU)
 	}
+	if !slices.Contains(backends, n.Backend) {
+		s.add("backend", "must be one of %s, got %q", strings.Join(backends, ", "), n.Backend)
+	}
+	if n.VXLANVNI < 1 || n.VXLANVNI > 1<<24-1 {
+		s.add("vxlan_vni", "must be between 1 and 16777215, got %d", n.VXLANVNI)
+	}
+	if n.VXLANPort < 1 || n.VXLANPort > 65535 {
+		s.add("vxlan_port", "must be between 1 and 65535, got %d", n.VXLANPort)
+	}
 }
+
+var backends = []string{"host-gw", "vxlan"}
 
 type indexedPrefix struct {
 	i int

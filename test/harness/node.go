@@ -32,6 +32,9 @@ type Node struct {
 	Socket     string // control socket
 	Kubeconfig string
 	PodCIDR    string
+	CNIConfDir string // the daemon writes its conflist here
+	CNIBinDir  string // nodenet (as the plugin) and the reference plugins
+	StateDir   string
 	Daemon     *Proc
 
 	cp  *ControlPlane
@@ -53,6 +56,9 @@ func (cp *ControlPlane) AddNode(ctx context.Context, name string) (*Node, error)
 		Config:     filepath.Join(dir, "config.toml"),
 		Socket:     filepath.Join(dir, "nodenet.sock"),
 		Kubeconfig: filepath.Join(dir, "kubeconfig"),
+		CNIConfDir: filepath.Join(dir, "net.d"),
+		CNIBinDir:  filepath.Join(dir, "cni-bin"),
+		StateDir:   filepath.Join(dir, "state"),
 	}
 	cp.mu.Lock()
 	cp.nodes = append(cp.nodes, n)
@@ -111,6 +117,10 @@ kubeconfig = %q
 cluster_cidrs = [%q]
 service_cidrs = [%q]
 
+[cni]
+conf_dir = %q
+state_dir = %q
+
 [reconcile]
 min_interval = "50ms"
 
@@ -120,7 +130,7 @@ level = "debug"
 [admin]
 listen = "127.0.0.1:9490"
 control_socket = %q
-`, n.Name, n.Kubeconfig, n.cp.Opts.ClusterCIDR, n.cp.Opts.ServiceCIDR, n.Socket) + extra
+`, n.Name, n.Kubeconfig, n.cp.Opts.ClusterCIDR, n.cp.Opts.ServiceCIDR, n.CNIConfDir, n.StateDir, n.Socket) + extra
 }
 
 // WriteConfig replaces the daemon's config file.
@@ -129,9 +139,13 @@ func (n *Node) WriteConfig(content string) error {
 }
 
 // Start writes the default config (unless one exists) and starts `nodenet run`
-// inside the node namespace.
+// inside the node namespace. The CNI bin dir gets the binary as the plugin
+// "nodenet", as a node's /opt/cni/bin would.
 func (n *Node) Start(bin string) error {
 	n.bin = bin
+	if err := n.installCNIBin(bin); err != nil {
+		return err
+	}
 	if _, err := os.Stat(n.Config); os.IsNotExist(err) {
 		if err := n.WriteConfig(n.DefaultConfig("")); err != nil {
 			return err
@@ -264,4 +278,23 @@ func (n *Node) remove() error {
 // DialTCP connects from the node namespace.
 func (n *Node) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
 	return n.NS.DialContext(ctx, "tcp", addr)
+}
+
+// installCNIBin links nodenet and the reference plugins into CNIBinDir.
+func (n *Node) installCNIBin(bin string) error {
+	if err := os.MkdirAll(n.CNIBinDir, 0o755); err != nil {
+		return err
+	}
+	links := map[string]string{"nodenet": bin}
+	for _, p := range []string{"bridge", "host-local", "portmap"} {
+		links[p] = filepath.Join(n.cp.Bin, p)
+	}
+	for name, target := range links {
+		path := filepath.Join(n.CNIBinDir, name)
+		_ = os.Remove(path)
+		if err := os.Symlink(target, path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
