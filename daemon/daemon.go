@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +30,11 @@ import (
 	"github.com/nodenet/nodenet/daemon/metrics"
 	"github.com/nodenet/nodenet/daemon/nodeinfo"
 	"github.com/nodenet/nodenet/daemon/view"
+	"github.com/nodenet/nodenet/datapath/cni"
+	"github.com/nodenet/nodenet/datapath/internode"
+	"github.com/nodenet/nodenet/datapath/iptables"
+	"github.com/nodenet/nodenet/datapath/pods"
+	"github.com/nodenet/nodenet/datapath/routes"
 )
 
 const (
@@ -48,6 +55,7 @@ type Daemon struct {
 	view    *view.View
 	admin   *admin.Server
 	comps   []*managed
+	pods    *pods.Manager
 
 	cachesSynced atomic.Bool
 	readyOnce    sync.Once
@@ -108,7 +116,11 @@ func (d *Daemon) run(ctx context.Context) error {
 	d.view = view.New(client, cfg.Kubernetes.ResyncPeriod, d.health, log)
 	d.metrics.Registry.MustRegister(newViewCollector(d.view))
 
-	for _, c := range d.components(cfg) {
+	comps, err := d.components(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	for _, c := range comps {
 		mc := newManaged(c, cfg.Reconcile, d.metrics, log, d.checkReady)
 		d.view.Subscribe(mc.r.Run, c.Watches()...)
 		d.comps = append(d.comps, mc)
@@ -119,6 +131,7 @@ func (d *Daemon) run(ctx context.Context) error {
 		return err
 	}
 	ctlSrv := control.NewServer(d.Status)
+	ctlSrv.Mux.Handle("POST "+cni.Route, cni.NewHandler(d.pods, d.metrics.Registry, log))
 	go func() {
 		if err := ctlSrv.Serve(ctl); err != nil {
 			log.Error("control socket stopped", "err", err)
@@ -177,8 +190,74 @@ func (d *Daemon) run(ctx context.Context) error {
 }
 
 // components builds every reconciler. Later capabilities add theirs here.
-func (d *Daemon) components(cfg *config.Config) []Component {
-	return []Component{nodeinfo.New(d.view, cfg)}
+func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Component, error) {
+	mode, err := iptables.DetectMode(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	d.log.Info("iptables backend", "mode", mode)
+	runner := iptables.NewExecRunner(mode)
+	clusterCIDRs := prefixes(cfg.Network.ClusterCIDRs)
+	ipt := map[iptables.Family]*iptables.Manager{}
+	for _, p := range clusterCIDRs {
+		fam := iptables.IPv4
+		if p.Addr().Is6() {
+			fam = iptables.IPv6
+		}
+		ipt[fam] = iptables.NewManager(runner, fam, d.log)
+	}
+	backend := routes.Backend(cfg.Network.Backend)
+	d.pods = pods.New(d.view, pods.Options{
+		Node:        cfg.Node.Name,
+		Bridge:      cfg.CNI.Bridge,
+		StateDir:    cfg.CNI.StateDir,
+		ConfPath:    filepath.Join(cfg.CNI.ConfDir, cfg.CNI.ConfFile),
+		NetworkName: cfg.CNI.NetworkName,
+		Socket:      cfg.Admin.ControlSocket,
+		Chain:       cfg.CNI.Chain,
+		PodCIDRs:    prefixes(cfg.CNI.PodCIDRs),
+		MTU:         cfg.Network.MTU,
+		Overhead:    func(v6 bool) int { return routes.Overhead(backend, v6) },
+		Log:         d.log,
+	})
+	d.metrics.Registry.MustRegister(newIPAMCollector(d.pods))
+	inter, err := internode.New(d.view, internode.Options{
+		Node:         cfg.Node.Name,
+		Addresses:    addrs(cfg.Node.Addresses),
+		Backend:      backend,
+		VNI:          cfg.Network.VXLANVNI,
+		Port:         cfg.Network.VXLANPort,
+		ClusterCIDRs: clusterCIDRs,
+		IPTables:     ipt,
+		Netlink:      routes.RealNetlink(),
+		Log:          d.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter}, nil
+}
+
+// prefixes parses validated CIDRs.
+func prefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// addrs parses validated addresses.
+func addrs(ss []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func (d *Daemon) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup, ctl *control.Server) error {

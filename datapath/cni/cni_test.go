@@ -108,7 +108,10 @@ func (f *fakeBackend) GC(_ context.Context, _ *Parsed, valid []types.GCAttachmen
 	f.gc = valid
 	return f.err
 }
-func (f *fakeBackend) Status(context.Context) error { f.calls = append(f.calls, "STATUS"); return f.err }
+func (f *fakeBackend) Status(context.Context) error {
+	f.calls = append(f.calls, "STATUS")
+	return f.err
+}
 
 func sampleResult() *types100.Result {
 	idx := 1
@@ -298,4 +301,3 @@ type recorder struct {
 func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *recorder) WriteHeader(int)             {}
-

@@ -23,7 +23,7 @@ import (
 
 func TestBinaryIsStatic(t *testing.T) {
 	requireCluster(t)
-	out, err := exec.Command("file", nodenet).CombinedOutput()
+	out, err := exec.Command("file", suite.Nodenet).CombinedOutput()
 	if err != nil {
 		t.Fatalf("file: %v %s", err, out)
 	}
@@ -31,7 +31,7 @@ func TestBinaryIsStatic(t *testing.T) {
 		t.Errorf("nodenet is not statically linked: %s", out)
 	}
 	// ldd exits non-zero for a static binary.
-	if out, err := exec.Command("ldd", nodenet).CombinedOutput(); err == nil {
+	if out, err := exec.Command("ldd", suite.Nodenet).CombinedOutput(); err == nil {
 		t.Errorf("ldd found dynamic dependencies: %s", out)
 	}
 }
@@ -78,7 +78,7 @@ func waitStatus(t *testing.T, n *harness.Node, what string, cond func(*control.S
 func createObjects(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
-	c := cp.Client
+	c := suite.CP.Client
 	must := func(_ any, err error) {
 		t.Helper()
 		if err != nil {
@@ -118,7 +118,7 @@ func createObjects(t *testing.T, ns string) {
 func apiCounts(t *testing.T) map[view.Kind]int {
 	t.Helper()
 	ctx := context.Background()
-	c := cp.Client
+	c := suite.CP.Client
 	out := map[view.Kind]int{}
 	count := func(kind view.Kind, n int, err error) {
 		t.Helper()
@@ -234,14 +234,14 @@ func TestReadyOnlyAfterSync(t *testing.T) {
 	requireCluster(t)
 	ctx := context.Background()
 	n := newNode(t, "rdy")
-	node, err := cp.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+	node, err := suite.CP.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cp.Client.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
+	if err := suite.CP.Client.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Start(nodenet); err != nil {
+	if err := n.Start(suite.Nodenet); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.WaitLog(ctx, "caches synced", time.Minute); err != nil {
@@ -258,7 +258,7 @@ func TestReadyOnlyAfterSync(t *testing.T) {
 		t.Fatalf("status says ready before the node exists")
 	}
 	node.ResourceVersion = ""
-	if _, err := cp.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+	if _, err := suite.CP.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.WaitReady(ctx, time.Minute); err != nil {
@@ -314,7 +314,7 @@ func TestReloadValidChangeAppliesIt(t *testing.T) {
 	if err := n.WriteConfig(base); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Start(nodenet); err != nil {
+	if err := n.Start(suite.Nodenet); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.WaitReady(ctx, time.Minute); err != nil {
@@ -346,7 +346,7 @@ func TestReloadValidChangeAppliesIt(t *testing.T) {
 		t.Errorf("status after reload: generation %d, restart required %v", st.Config.Generation, st.Config.RestartRequired)
 	}
 	// The level is live: a Node change now logs a debug line.
-	if _, err := cp.Client.CoreV1().Nodes().Patch(ctx, n.Name, "application/merge-patch+json",
+	if _, err := suite.CP.Client.CoreV1().Nodes().Patch(ctx, n.Name, "application/merge-patch+json",
 		[]byte(`{"metadata":{"labels":{"touched":"yes"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -369,11 +369,11 @@ func TestAPIServerOutage(t *testing.T) {
 	requireCluster(t)
 	ctx := context.Background()
 	n := startNode(t, "out", "")
-	cp.StopAPIServer()
+	suite.CP.StopAPIServer()
 	restarted := false
 	defer func() {
 		if !restarted {
-			if err := cp.StartAPIServer(ctx); err != nil {
+			if err := suite.CP.StartAPIServer(ctx); err != nil {
 				t.Errorf("restart API server: %v", err)
 			}
 		}
@@ -393,15 +393,15 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Error("metrics do not show the API server down")
 	}
 	restarted = true
-	if err := cp.StartAPIServer(ctx); err != nil {
+	if err := suite.CP.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, n, "API reconnected", func(st *control.Status) bool { return st.API.Connected })
 	// It resyncs: an object created after the outage shows up.
-	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "after-outage"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := suite.CP.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "after-outage"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cp.Client.CoreV1().Namespaces().Delete(ctx, "after-outage", metav1.DeleteOptions{}) })
+	t.Cleanup(func() { _ = suite.CP.Client.CoreV1().Namespaces().Delete(ctx, "after-outage", metav1.DeleteOptions{}) })
 	want := apiCounts(t)
 	waitStatus(t, n, "objects after the outage", func(st *control.Status) bool { return countsMatch(st, want) })
 }
@@ -425,7 +425,7 @@ func TestGracefulStop(t *testing.T) {
 	if _, err := os.Stat(n.Socket); !os.IsNotExist(err) {
 		t.Errorf("control socket left behind: %v", err)
 	}
-	if _, err := exec.Command(nodenet, "status", "--socket", n.Socket).CombinedOutput(); err == nil {
+	if _, err := exec.Command(suite.Nodenet, "status", "--socket", n.Socket).CombinedOutput(); err == nil {
 		t.Error("status succeeded with the daemon stopped")
 	}
 }

@@ -70,6 +70,7 @@ type ControlPlane struct {
 	apiserver *Proc
 	kcm       *Proc
 	nodes     []*Node
+	hosts     []*Host
 	nextIP    netip.Addr
 }
 
@@ -298,6 +299,9 @@ func (cp *ControlPlane) Stop() error {
 			p.Kill()
 		}
 	}
+	for _, h := range cp.hosts {
+		errs = append(errs, h.NS.Delete())
+	}
 	for _, ns := range []*NS{cp.NS, cp.Underlay} {
 		if ns != nil {
 			errs = append(errs, ns.Delete())
@@ -360,4 +364,33 @@ func NodenetBinary(dir string) (string, error) {
 		return "", fmt.Errorf("build nodenet: %v: %s", err, b)
 	}
 	return out, nil
+}
+
+// Host is a plain machine on the underlay that is not a Kubernetes node:
+// it stands in for the world outside the cluster.
+type Host struct {
+	Name string
+	NS   *NS
+	IP   netip.Addr
+}
+
+// AddHost plugs a namespace into the underlay with the next free address.
+// Stop removes it.
+func (cp *ControlPlane) AddHost(name string) (*Host, error) {
+	cp.mu.Lock()
+	ip := cp.nextIP
+	cp.nextIP = ip.Next()
+	cp.mu.Unlock()
+	ns, err := NewNS(Prefix + name)
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{Name: name, NS: ns, IP: ip}
+	cp.mu.Lock()
+	cp.hosts = append(cp.hosts, h)
+	cp.mu.Unlock()
+	if err := cp.plug(ns, "h-"+name, ip); err != nil {
+		return nil, err
+	}
+	return h, nil
 }

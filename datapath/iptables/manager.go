@@ -1,0 +1,295 @@
+package iptables
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nodenet/nodenet/datapath/iptables/internal/savefmt"
+)
+
+// Manager applies the chains of several owners to one IP family. Each chain
+// (table and name) has exactly one owner; each Sync writes only the
+// caller's chains, with one iptables-restore per table.
+type Manager struct {
+	runner Runner
+	fam    Family
+	log    *slog.Logger
+
+	// mu guards owners and is held for a whole Sync, runner calls
+	// included: a payload is computed from the cache, and the cache
+	// describes the kernel only if no other Sync ran in between.
+	// iptables-restore calls are serialized by the xtables lock anyway.
+	mu     sync.Mutex
+	owners map[string]*ownerState
+}
+
+// ownerState is what the Manager remembers about one owner.
+type ownerState struct {
+	// prefixes name this owner's chains: kernel chains matching one that
+	// the owner does not want are removed on its full sync, even after a
+	// restart; no other owner may sync a chain matching them.
+	prefixes []string
+	// programmed is the content hash of each chain as last written by a
+	// successful Sync. nil means the next Sync is full.
+	programmed map[chainKey]uint64
+	// claimed are the chains that may be in the kernel on this owner's
+	// behalf: the desired set after a success, grown by the desired set
+	// after a failure (which chains the failure left behind is unknown).
+	claimed map[chainKey]bool
+	// rendered is the payload per table of the latest Sync.
+	rendered map[Table]string
+}
+
+type chainKey struct {
+	table Table
+	name  string
+}
+
+func (k chainKey) String() string { return string(k.table) + "/" + k.name }
+
+func compareKeys(a, b chainKey) int {
+	if c := strings.Compare(string(a.table), string(b.table)); c != 0 {
+		return c
+	}
+	return strings.Compare(a.name, b.name)
+}
+
+// NewManager returns a Manager for one family. log may be nil.
+func NewManager(r Runner, fam Family, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{runner: r, fam: fam, log: log, owners: map[string]*ownerState{}}
+}
+
+// owner returns the state of name, creating it. Callers hold mu.
+func (m *Manager) owner(name string) *ownerState {
+	o := m.owners[name]
+	if o == nil {
+		o = &ownerState{claimed: map[chainKey]bool{}}
+		m.owners[name] = o
+	}
+	return o
+}
+
+// Register declares the chain-name prefixes of owner (each starting with
+// "NODENET-", e.g. "NODENET-SVC-"), replacing earlier ones. On the owner's
+// full sync, kernel chains matching a prefix that it does not pass are
+// deleted, which is how chains left by an earlier process are cleaned up.
+// Prefixes of two owners may not overlap. Registering is optional: an
+// owner without prefixes only removes chains it synced in this process.
+func (m *Manager) Register(owner string, prefixes ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if owner == "" {
+		return errors.New("register: empty owner")
+	}
+	var errs []error
+	for _, p := range prefixes {
+		if !strings.HasPrefix(p, ChainPrefix) || len(p) == len(ChainPrefix) || len(p) > MaxChainName {
+			errs = append(errs, fmt.Errorf("register %s: prefix %q must extend %q and fit in %d characters", owner, p, ChainPrefix, MaxChainName))
+			continue
+		}
+		for _, other := range slices.Sorted(maps.Keys(m.owners)) {
+			if other == owner {
+				continue
+			}
+			o := m.owners[other]
+			for _, q := range o.prefixes {
+				if strings.HasPrefix(p, q) || strings.HasPrefix(q, p) {
+					errs = append(errs, fmt.Errorf("register %s: prefix %q overlaps %q of owner %q", owner, p, q, other))
+				}
+			}
+			for k := range o.claimed {
+				if strings.HasPrefix(k.name, p) {
+					errs = append(errs, fmt.Errorf("register %s: prefix %q matches chain %s of owner %q", owner, p, k, other))
+				}
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	m.owner(owner).prefixes = slices.Clone(prefixes)
+	return nil
+}
+
+// Rendered returns the restore payload per table of owner's latest Sync
+// (empty when it had nothing to write). Meant for golden tests.
+func (m *Manager) Rendered(owner string) map[Table]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if o := m.owners[owner]; o != nil {
+		return maps.Clone(o.rendered)
+	}
+	return nil
+}
+
+// Sync makes the kernel hold exactly chains for owner:
+//
+//   - a chain owned (synced or registered by prefix) by another owner is an
+//     error, as is a rule jumping to a NODENET- chain that chains does not
+//     hold in the same table: only its owner jumps into a chain, so
+//     deleting it never breaks someone else's rules;
+//   - full=false writes only chains whose content changed since the last
+//     successful Sync and deletes the owner's chains no longer passed;
+//   - full=true (forced for an owner's first Sync and after any failure)
+//     reads the kernel first, rewrites every chain of the owner (repairing
+//     changes made behind our back), deletes the owner's stale chains
+//     found there (see Register) and repairs missing or duplicated hooks.
+//
+// Each table is applied with one `iptables-restore --noflush`. On any
+// failure the cache of owner is dropped, so the next Sync is full.
+func (m *Manager) Sync(ctx context.Context, owner string, chains []Chain, full bool) error {
+	start := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if owner == "" {
+		return errors.New("sync: empty owner")
+	}
+	if m.fam != IPv4 && m.fam != IPv6 {
+		return fmt.Errorf("sync %s: invalid family %s", owner, m.fam)
+	}
+	o := m.owner(owner)
+	desired, err := m.desired(owner, chains)
+	if err != nil {
+		return fmt.Errorf("sync %s %s: %w", m.fam, owner, err)
+	}
+	full = full || o.programmed == nil
+	plans, err := m.plan(ctx, o, desired, full)
+	if err != nil {
+		o.programmed = nil
+		return fmt.Errorf("sync %s %s: %w", m.fam, owner, err)
+	}
+	o.rendered = map[Table]string{}
+	var errs []error
+	var written, removed int
+	for _, t := range tableOrder {
+		p := plans[t]
+		if p.empty() {
+			continue
+		}
+		payload := p.render(t)
+		o.rendered[t] = payload
+		written, removed = written+len(p.write), removed+len(p.remove)
+		if m.log.Enabled(ctx, slog.LevelDebug-4) {
+			m.log.Log(ctx, slog.LevelDebug-4, "iptables-restore payload", "family", m.fam, "owner", owner, "table", t, "payload", payload)
+		}
+		if err := m.runner.Restore(ctx, m.fam, []byte(payload), true); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s table: %w", t, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		o.programmed = nil
+		for k := range desired {
+			o.claimed[k] = true
+		}
+		return fmt.Errorf("sync %s %s: %w", m.fam, owner, err)
+	}
+	o.programmed = make(map[chainKey]uint64, len(desired))
+	o.claimed = make(map[chainKey]bool, len(desired))
+	for k, d := range desired {
+		o.programmed[k] = d.hash
+		o.claimed[k] = true
+	}
+	m.log.Debug("iptables sync", "family", m.fam, "owner", owner, "full", full, "chains", len(desired),
+		"written", written, "removed", removed, "tables", len(o.rendered), "elapsed", time.Since(start))
+	return nil
+}
+
+type desiredChain struct {
+	chain Chain
+	hash  uint64
+}
+
+// desired validates chains for owner. Callers hold mu.
+func (m *Manager) desired(owner string, chains []Chain) (map[chainKey]desiredChain, error) {
+	out := make(map[chainKey]desiredChain, len(chains))
+	var errs []error
+	for _, c := range chains {
+		if err := c.validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		k := chainKey{c.Table, c.Name}
+		if _, dup := out[k]; dup {
+			errs = append(errs, fmt.Errorf("chain %s given twice", k))
+			continue
+		}
+		if other := m.ownerOf(k, owner); other != "" {
+			errs = append(errs, fmt.Errorf("chain %s is owned by %q", k, other))
+			continue
+		}
+		out[k] = desiredChain{chain: c, hash: hashChain(c)}
+	}
+	for _, c := range chains {
+		for i, r := range c.Rules {
+			args, err := r.args()
+			if err != nil {
+				continue // reported above
+			}
+			if t, _ := savefmt.Target(args); strings.HasPrefix(t, ChainPrefix) {
+				if _, ok := out[chainKey{c.Table, t}]; !ok {
+					errs = append(errs, fmt.Errorf("%s %s rule %d jumps to %s, which is not among the chains synced", c.Table, c.Name, i+1, t))
+				}
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// ownerOf returns the owner other than self that claims k or whose prefix
+// matches its name, or "". Callers hold mu.
+func (m *Manager) ownerOf(k chainKey, self string) string {
+	for name, o := range m.owners {
+		if name == self {
+			continue
+		}
+		if o.claimed[k] {
+			return name
+		}
+		for _, p := range o.prefixes {
+			if strings.HasPrefix(k.name, p) {
+				return name
+			}
+		}
+	}
+	return ""
+}
+
+func hashChain(c Chain) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s\x00", c.Table, c.Name)
+	for _, r := range c.Rules {
+		fmt.Fprintf(h, "%s\n", r)
+	}
+	return h.Sum64()
+}
+
+// save reads the kernel's tables (all when table is ""). Callers hold mu.
+func (m *Manager) save(ctx context.Context, table Table) (*savefmt.Dump, error) {
+	out, err := m.runner.Save(ctx, m.fam, table)
+	if err != nil {
+		return nil, fmt.Errorf("save %s: %w", orAll(table), err)
+	}
+	d, err := savefmt.Parse(out)
+	if err != nil {
+		return nil, fmt.Errorf("parse save %s: %w", orAll(table), err)
+	}
+	return d, nil
+}
+
+func orAll(t Table) string {
+	if t == "" {
+		return "all tables"
+	}
+	return string(t) + " table"
+}

@@ -1,0 +1,6 @@
+package pods
+
+import "time"
+
+// timeNow is replaced in tests.
+var timeNow = time.Now
