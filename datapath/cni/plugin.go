@@ -63,6 +63,10 @@ func forward(cmd string, a *skel.CmdArgs, out io.Writer) error {
 	defer cancel()
 	var resp Response
 	if err := control.NewClient(socket).Do(ctx, http.MethodPost, Route, bytes.NewReader(body), &resp); err != nil {
+		if cmd == "STATUS" {
+			// STATUS asks "can you serve ADD now?": no.
+			return types.NewError(types.ErrPluginNotAvailable, "nodenet daemon is not running", err.Error())
+		}
 		if errors.Is(err, control.ErrDaemonDown) {
 			return types.NewError(types.ErrTryAgainLater, "nodenet daemon is not running", err.Error())
 		}

@@ -37,8 +37,9 @@ type Node struct {
 	StateDir   string
 	Daemon     *Proc
 
-	cp  *ControlPlane
-	bin string
+	cp      *ControlPlane
+	bin     string
+	kubelet *Kubelet // started by StartKubelet; remove stops it first
 }
 
 // AddNode creates the node's namespace, registers its Node object and waits
@@ -255,6 +256,13 @@ func (n *Node) Remove(ctx context.Context) error {
 
 func (n *Node) remove() error {
 	var errs []string
+	// Before the daemon and the namespace go: the stand-in's CNI DELs run in
+	// the node namespace and nodenet's plugin needs its daemon.
+	if n.kubelet != nil {
+		if err := n.kubelet.Stop(); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
 	if n.Daemon != nil && !n.Daemon.Exited() {
 		if err := n.Daemon.Stop(30 * time.Second); err != nil {
 			errs = append(errs, err.Error())
