@@ -74,8 +74,12 @@ func testPodNetwork(t *testing.T, prefix, backend string) {
 			}
 			target := to.sb.IPs[0].String()
 			for proto, ask := range map[string]func(*harness.NS, string) (reply, error){
-				"tcp": func(ns *harness.NS, ip string) (reply, error) { return httpFrom(ns, net.JoinHostPort(ip, strconv.Itoa(tcpPort))) },
-				"udp": func(ns *harness.NS, ip string) (reply, error) { return udpFrom(ns, net.JoinHostPort(ip, strconv.Itoa(udpPort))) },
+				"tcp": func(ns *harness.NS, ip string) (reply, error) {
+					return httpFrom(ns, net.JoinHostPort(ip, strconv.Itoa(tcpPort)))
+				},
+				"udp": func(ns *harness.NS, ip string) (reply, error) {
+					return udpFrom(ns, net.JoinHostPort(ip, strconv.Itoa(udpPort)))
+				},
 			} {
 				r, err := ask(from.sb.NS, target)
 				if err != nil {
