@@ -92,7 +92,14 @@ const (
 // createPod creates a pod bound to node, serving tcpPort and udpPort.
 func createPod(t *testing.T, ns, name, node string) {
 	t.Helper()
-	pod := &corev1.Pod{
+	if _, err := suite.CP.Client.CoreV1().Pods(ns).Create(context.Background(), podSpec(ns, name, node), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// podSpec is a pod bound to node, serving tcpPort and udpPort.
+func podSpec(ns, name, node string) *corev1.Pod {
+	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "echo"}},
 		Spec: corev1.PodSpec{
 			NodeName:                      node,
@@ -102,9 +109,6 @@ func createPod(t *testing.T, ns, name, node string) {
 				{Name: "udp", ContainerPort: udpPort, Protocol: corev1.ProtocolUDP},
 			}}},
 		},
-	}
-	if _, err := suite.CP.Client.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
 	}
 }
 

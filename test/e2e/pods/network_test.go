@@ -161,3 +161,50 @@ func poll(t *testing.T, what string, cond func() bool) {
 		t.Fatalf("never: %s", what)
 	}
 }
+
+// TestChainedPortmap chains the reference portmap plugin after nodenet: it
+// can only forward a hostPort if nodenet's result (prevResult) names the
+// pod's address correctly.
+func TestChainedPortmap(t *testing.T) {
+	suite.Require(t)
+	ctx := context.Background()
+	n := suite.NewNode(t, "chain")
+	cfg := strings.Replace(n.DefaultConfig(""), "[cni]\n", "[cni]\nchain = ['{\"type\":\"portmap\",\"capabilities\":{\"portMappings\":true},\"snat\":true}']\n", 1)
+	if err := n.WriteConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(suite.Nodenet); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	k, err := n.StartKubelet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t, "chain")
+	pod := podSpec(ns, "web", n.Name)
+	pod.Spec.Containers[0].Ports[0].HostPort = 30080
+	if _, err := suite.CP.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := k.WaitRunning(ctx, ns, "web")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, k.Tail(20))
+	}
+	out, err := suite.CP.AddHost("out-chain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := httpFrom(out.NS, net.JoinHostPort(n.IP.String(), "30080"))
+	if err != nil {
+		t.Fatalf("hostPort through portmap: %v", err)
+	}
+	if r.Pod != "web" {
+		t.Errorf("hostPort answered by %q", r.Pod)
+	}
+	if len(sb.Result.IPs) != 1 || sb.Result.IPs[0].Address.IP.String() != sb.IPs[0].String() {
+		t.Errorf("chain result: %+v", sb.Result)
+	}
+}
