@@ -11,7 +11,9 @@ import (
 )
 
 func TestCompute(t *testing.T) {
-	addr := func(typ corev1.NodeAddressType, a string) corev1.NodeAddress { return corev1.NodeAddress{Type: typ, Address: a} }
+	addr := func(typ corev1.NodeAddressType, a string) corev1.NodeAddress {
+		return corev1.NodeAddress{Type: typ, Address: a}
+	}
 	tests := []struct {
 		name     string
 		spec     corev1.NodeSpec
