@@ -9,7 +9,7 @@ CLUSTER_BIN = $(shell test/cluster/build.sh)
 
 export CGO_ENABLED := 0
 
-.PHONY: all build cluster test unit fuzz leakcheck demo clean
+.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni
 all: build
 
 build:
@@ -26,7 +26,7 @@ test: build cluster
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=1 NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) \
-	  $(GO) test -race -timeout 25m ./...
+	  $(GO) test -race -count=1 -timeout 25m ./...
 	$(MAKE) --no-print-directory fuzz
 	test/leakcheck.sh
 
@@ -49,3 +49,7 @@ demo: build cluster
 
 clean:
 	rm -rf bin
+
+# CNI ADD/DEL latency and throughput, nodenet against bridge + host-local.
+bench-cni: build cluster
+	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/cni
