@@ -218,6 +218,7 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 		PodCIDRs:    prefixes(cfg.CNI.PodCIDRs),
 		MTU:         cfg.Network.MTU,
 		Overhead:    func(v6 bool) int { return routes.Overhead(backend, v6) },
+		GCGrace:     cfg.CNI.LeakGrace,
 		Log:         d.log,
 	})
 	d.metrics.Registry.MustRegister(newIPAMCollector(d.pods))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // maxIfName is IFNAMSIZ less the terminating NUL.
@@ -24,6 +25,11 @@ func (c CNI) validate(s *section) {
 	}
 	if c.Bridge == "" || len(c.Bridge) > maxIfName || strings.ContainsAny(c.Bridge, "/ \t\n:") {
 		s.add("bridge", "must be a Linux interface name (1-%d characters, no '/', ':' or spaces), got %q", maxIfName, c.Bridge)
+	}
+	if c.LeakGrace < time.Second {
+		// Shorter, and a pod the informer has not delivered yet could lose
+		// its address while its ADD is still running.
+		s.add("leak_grace", "must be at least 1s, got %s", c.LeakGrace)
 	}
 	if len(c.PodCIDRs) > 0 {
 		cidrs(s, "pod_cidrs", c.PodCIDRs)

@@ -66,6 +66,8 @@ type CNI struct {
 	PodCIDRs    []string `toml:"pod_cidrs"`    // overrides the Node's spec.podCIDRs
 	// Chain lists plugin configs (JSON objects) run after nodenet, e.g. portmap.
 	Chain []string `toml:"chain"`
+	// LeakGrace: an address whose pod is gone is freed once it is this old.
+	LeakGrace time.Duration `toml:"leak_grace"`
 }
 
 // Reconcile tunes the coalescing runner that drives every component's sync.
@@ -129,6 +131,7 @@ func defaultCNI() CNI {
 		StateDir:    "/var/lib/nodenet",
 		PodCIDRs:    []string{},
 		Chain:       []string{},
+		LeakGrace:   time.Minute,
 	}
 }
 

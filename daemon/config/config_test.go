@@ -47,6 +47,7 @@ func TestDefaults(t *testing.T) {
 			StateDir:    "/var/lib/nodenet",
 			PodCIDRs:    []string{},
 			Chain:       []string{},
+			LeakGrace:   time.Minute,
 		},
 		Reconcile: Reconcile{
 			MinInterval:   100 * time.Millisecond,
@@ -128,8 +129,8 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 			t.Errorf("%s: missing from %s", key, examplePath)
 		}
 	}
-	if len(leafKeys()) != 26 {
-		t.Errorf("leafKeys() = %d keys, want 26: %v", len(leafKeys()), leafKeys())
+	if len(leafKeys()) != 27 {
+		t.Errorf("leafKeys() = %d keys, want 27: %v", len(leafKeys()), leafKeys())
 	}
 }
 
@@ -161,6 +162,7 @@ bridge = "br-pods"
 state_dir = "/var/lib/nn"
 pod_cidrs = ["10.1.7.0/24"]
 chain = ['{"type":"portmap"}']
+leak_grace = "10s"
 
 [reconcile]
 min_interval = "0s"
@@ -187,7 +189,7 @@ control_socket = "/run/nn.sock"
 			VXLANPort:    4789,
 		},
 		CNI: CNI{ConfDir: "/etc/cni/alt", ConfFile: "20-nn.conflist", NetworkName: "pods", Bridge: "br-pods",
-			StateDir: "/var/lib/nn", PodCIDRs: []string{"10.1.7.0/24"}, Chain: []string{`{"type":"portmap"}`}},
+			StateDir: "/var/lib/nn", PodCIDRs: []string{"10.1.7.0/24"}, Chain: []string{`{"type":"portmap"}`}, LeakGrace: 10 * time.Second},
 		Reconcile: Reconcile{RetryInterval: 500 * time.Millisecond, MaxInterval: 5 * time.Minute},
 		Log:       Log{Level: "debug", Format: "json"},
 		Admin:     Admin{ControlSocket: "/run/nn.sock"},

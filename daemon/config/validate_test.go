@@ -70,6 +70,7 @@ func TestValidate(t *testing.T) {
 		{"cni bridge too long", func(c *Config) { c.CNI.Bridge = "a-very-long-bridge" }, []string{`cni.bridge: must be a Linux interface name (1-15 characters, no '/', ':' or spaces), got "a-very-long-bridge"`}},
 		{"cni pod cidrs dual", func(c *Config) { c.CNI.PodCIDRs = []string{"10.244.3.0/24", "fd00:1::/64"} }, nil},
 		{"cni pod cidr bad", func(c *Config) { c.CNI.PodCIDRs = []string{"10.244.3.1/24"} }, []string{`cni.pod_cidrs[0]: "10.244.3.1/24" has host bits set; use 10.244.3.0/24`}},
+		{"cni leak grace short", func(c *Config) { c.CNI.LeakGrace = 500 * time.Millisecond }, []string{"cni.leak_grace: must be at least 1s, got 500ms"}},
 		{"cni chain ok", func(c *Config) { c.CNI.Chain = []string{`{"type":"portmap","capabilities":{"portMappings":true}}`} }, nil},
 		{"cni chain not json", func(c *Config) { c.CNI.Chain = []string{`portmap`} }, []string{"cni.chain[0]: is not a JSON object: ..."}},
 		{"cni chain no type", func(c *Config) { c.CNI.Chain = []string{`{"name":"x"}`} }, []string{`cni.chain[0]: has no "type" naming the plugin`}},

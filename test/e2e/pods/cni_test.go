@@ -166,6 +166,19 @@ func TestConcurrentAdds(t *testing.T) {
 	if got := len(leases(t, n)); got != 100 {
 		t.Errorf("%d leases on disk, want 100", got)
 	}
+	_, metrics, err := n.Admin("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`nodenet_cni_request_duration_seconds_count{command="ADD",result="ok"} 100`,
+		fmt.Sprintf(`nodenet_ipam_addresses{range=%q,state="used"} 100`, n.PodCIDR),
+		fmt.Sprintf(`nodenet_ipam_addresses{range=%q,state="free"} 153`, n.PodCIDR),
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	for i, ns := range nss {
 		wg.Go(func() {
 			if _, err := p.run("DEL", ids[i], nsPath(ns), p.conf("1.1.0")); err != nil {
@@ -330,10 +343,20 @@ func TestCheckDetectsDeletedRoute(t *testing.T) {
 	if _, err := p.run("CHECK", id, nsPath(ns), p.conf("1.1.0")); err != nil {
 		t.Fatalf("CHECK of a healthy pod: %v", err)
 	}
+	// ADD is idempotent for one container and interface; DEL of something
+	// unknown succeeds.
+	first, _ := p.add(id, nsPath(ns))
+	again, err := p.add(id, nsPath(ns))
+	if err != nil || again != first {
+		t.Errorf("repeated ADD: %v %v, first %v", again, err, first)
+	}
+	if err := p.del(newContainerID(), ns); err != nil {
+		t.Errorf("DEL of an unknown container: %v", err)
+	}
 	if err := ns.IP("route", "del", "default"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := p.run("CHECK", id, nsPath(ns), p.conf("1.1.0"))
+	_, err = p.run("CHECK", id, nsPath(ns), p.conf("1.1.0"))
 	if err == nil || !strings.Contains(err.Error(), "default route") {
 		t.Errorf("CHECK after deleting the default route: %v", err)
 	}
@@ -464,4 +487,38 @@ func TestDaemonRestartKeepsPodTraffic(t *testing.T) {
 		t.Errorf("conflist: %v", err)
 	}
 
+}
+
+// TestLeakedAddressOfGonePodIsFreed: an address whose pod does not exist is
+// freed by the periodic check against the Pods once it is cni.leak_grace old,
+// without any CNI call.
+func TestLeakedAddressOfGonePodIsFreed(t *testing.T) {
+	suite.Require(t)
+	n := suite.NewNode(t, "leak")
+	cfg := strings.Replace(n.DefaultConfig(""), "[cni]\n", "[cni]\nleak_grace = \"1s\"\n", 1)
+	cfg = strings.Replace(cfg, "[reconcile]\n", "[reconcile]\nmax_interval = \"1s\"\n", 1)
+	if err := n.WriteConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(suite.Nodenet); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitReady(context.Background(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	p := plugin{n}
+	nss := podNamespaces(t, "leak", 2)
+	ghost := newContainerID()
+	if _, err := p.run("ADD", ghost, nsPath(nss[0]), p.conf("1.1.0"), "CNI_ARGS=K8S_POD_NAMESPACE=default;K8S_POD_NAME=ghost"); err != nil {
+		t.Fatal(err)
+	}
+	// An attachment without pod identity is never collected this way.
+	anon, err := p.add(newContainerID(), nsPath(nss[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the ghost pod's lease and veth freed", func() bool {
+		l := leases(t, n)
+		return len(l) == 1 && l[0] == anon.String() && !slices.Contains(hostVeths(t, n), podnet.HostVethName(ghost, "eth0"))
+	})
 }

@@ -60,6 +60,10 @@ func testPodNetwork(t *testing.T, prefix, backend string) {
 		if len(sb.IPs) != 1 || !cidr.Contains(sb.IPs[0]) {
 			t.Fatalf("pod %s on %s got %v, want one address in %s", p.name, p.node.Name, sb.IPs, cidr)
 		}
+		wantMTU := map[string]string{"host-gw": "mtu 1500", "vxlan": "mtu 1450"}[backend]
+		if link, _ := sb.NS.IPOutput("link", "show", "eth0"); !strings.Contains(link, wantMTU) {
+			t.Errorf("pod %s eth0 (%s): want %s", p.name, strings.TrimSpace(link), wantMTU)
+		}
 		api, err := suite.CP.Client.CoreV1().Pods(ns).Get(ctx, p.name, metav1.GetOptions{})
 		if err != nil || api.Status.PodIP != sb.IPs[0].String() {
 			t.Fatalf("pod %s status podIP %q, sandbox %v: %v", p.name, api.Status.PodIP, sb.IPs, err)
