@@ -34,6 +34,7 @@ import (
 	"github.com/nodenet/nodenet/datapath/internode"
 	"github.com/nodenet/nodenet/datapath/iptables"
 	"github.com/nodenet/nodenet/datapath/pods"
+	"github.com/nodenet/nodenet/datapath/proxier"
 	"github.com/nodenet/nodenet/datapath/routes"
 )
 
@@ -56,6 +57,7 @@ type Daemon struct {
 	admin   *admin.Server
 	comps   []*managed
 	pods    *pods.Manager
+	proxy   *proxier.Component
 
 	cachesSynced atomic.Bool
 	readyOnce    sync.Once
@@ -198,13 +200,17 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	d.log.Info("iptables backend", "mode", mode)
 	runner := iptables.NewExecRunner(mode)
 	clusterCIDRs := prefixes(cfg.Network.ClusterCIDRs)
+	// One manager per family the cluster uses: every chain of that family,
+	// whoever owns it, goes through it.
 	ipt := map[iptables.Family]*iptables.Manager{}
-	for _, p := range clusterCIDRs {
+	for _, p := range append(prefixes(cfg.Network.ServiceCIDRs), clusterCIDRs...) {
 		fam := iptables.IPv4
 		if p.Addr().Is6() {
 			fam = iptables.IPv6
 		}
-		ipt[fam] = iptables.NewManager(runner, fam, d.log)
+		if ipt[fam] == nil {
+			ipt[fam] = iptables.NewManager(runner, fam, d.log)
+		}
 	}
 	backend := routes.Backend(cfg.Network.Backend)
 	d.pods = pods.New(d.view, pods.Options{
@@ -236,7 +242,21 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	if err != nil {
 		return nil, err
 	}
-	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter}, nil
+	first, last, _ := config.ParsePortRange(cfg.Proxy.NodePortRange) // validated
+	d.proxy, err = proxier.New(d.view, proxier.Options{
+		Node:              cfg.Node.Name,
+		ClusterCIDRs:      clusterCIDRs,
+		NodePortAddresses: prefixes(cfg.Proxy.NodePortAddresses),
+		NodePortRange:     [2]int{first, last},
+		MasqueradeAll:     cfg.Proxy.MasqueradeAll,
+		IPTables:          ipt,
+		Registry:          d.metrics.Registry,
+		Log:               d.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy}, nil
 }
 
 // prefixes parses validated CIDRs.
@@ -274,6 +294,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup, ctl *co
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("components did not stop within %s", shutdownGrace))
 	}
+	d.proxy.Close()
 	errs = append(errs, ctl.Shutdown(ctx), d.admin.Shutdown(ctx))
 	err := errors.Join(errs...)
 	if err != nil {

@@ -23,6 +23,7 @@ type Config struct {
 	Kubernetes Kubernetes `toml:"kubernetes"`
 	Network    Network    `toml:"network"`
 	CNI        CNI        `toml:"cni"`
+	Proxy      Proxy      `toml:"proxy"`
 	Reconcile  Reconcile  `toml:"reconcile"`
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
@@ -68,6 +69,18 @@ type CNI struct {
 	Chain []string `toml:"chain"`
 	// LeakGrace: an address whose pod is gone is freed once it is this old.
 	LeakGrace time.Duration `toml:"leak_grace"`
+}
+
+// Proxy configures the Service proxy (kube-proxy's job).
+type Proxy struct {
+	// NodePortAddresses limits NodePorts to local addresses in these CIDRs;
+	// empty: every local address (kube-proxy's nodePortAddresses).
+	NodePortAddresses []string `toml:"node_port_addresses"`
+	// NodePortRange is the API server's --service-node-port-range; NodePorts
+	// outside it are not programmed.
+	NodePortRange string `toml:"node_port_range"`
+	// MasqueradeAll masquerades all traffic to Services.
+	MasqueradeAll bool `toml:"masquerade_all"`
 }
 
 // Reconcile tunes the coalescing runner that drives every component's sync.
@@ -122,6 +135,10 @@ func defaultNetwork() Network {
 	}
 }
 
+func defaultProxy() Proxy {
+	return Proxy{NodePortAddresses: []string{}, NodePortRange: "30000-32767"}
+}
+
 func defaultCNI() CNI {
 	return CNI{
 		ConfDir:     "/etc/cni/net.d",
@@ -157,6 +174,7 @@ func Defaults() Config {
 		Kubernetes: defaultKubernetes(),
 		Network:    defaultNetwork(),
 		CNI:        defaultCNI(),
+		Proxy:      defaultProxy(),
 		Reconcile:  defaultReconcile(),
 		Log:        defaultLog(),
 		Admin:      defaultAdmin(),

@@ -49,6 +49,7 @@ func TestDefaults(t *testing.T) {
 			Chain:       []string{},
 			LeakGrace:   time.Minute,
 		},
+		Proxy: Proxy{NodePortAddresses: []string{}, NodePortRange: "30000-32767"},
 		Reconcile: Reconcile{
 			MinInterval:   100 * time.Millisecond,
 			RetryInterval: time.Second,
@@ -129,8 +130,8 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 			t.Errorf("%s: missing from %s", key, examplePath)
 		}
 	}
-	if len(leafKeys()) != 27 {
-		t.Errorf("leafKeys() = %d keys, want 27: %v", len(leafKeys()), leafKeys())
+	if len(leafKeys()) != 30 {
+		t.Errorf("leafKeys() = %d keys, want 30: %v", len(leafKeys()), leafKeys())
 	}
 }
 
@@ -164,6 +165,11 @@ pod_cidrs = ["10.1.7.0/24"]
 chain = ['{"type":"portmap"}']
 leak_grace = "10s"
 
+[proxy]
+node_port_addresses = ["10.250.0.0/24", "fd00::/64"]
+node_port_range = "20000-20999"
+masquerade_all = true
+
 [reconcile]
 min_interval = "0s"
 retry_interval = "500ms"
@@ -190,6 +196,7 @@ control_socket = "/run/nn.sock"
 		},
 		CNI: CNI{ConfDir: "/etc/cni/alt", ConfFile: "20-nn.conflist", NetworkName: "pods", Bridge: "br-pods",
 			StateDir: "/var/lib/nn", PodCIDRs: []string{"10.1.7.0/24"}, Chain: []string{`{"type":"portmap"}`}, LeakGrace: 10 * time.Second},
+		Proxy:     Proxy{NodePortAddresses: []string{"10.250.0.0/24", "fd00::/64"}, NodePortRange: "20000-20999", MasqueradeAll: true},
 		Reconcile: Reconcile{RetryInterval: 500 * time.Millisecond, MaxInterval: 5 * time.Minute},
 		Log:       Log{Level: "debug", Format: "json"},
 		Admin:     Admin{ControlSocket: "/run/nn.sock"},
@@ -315,7 +322,7 @@ func TestDiffNil(t *testing.T) {
 	// Every default is non-zero except network.mtu and the empty lists.
 	want := []string{}
 	for _, k := range leafKeysSorted() {
-		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" {
+		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" && k != "proxy.node_port_addresses" && k != "proxy.masquerade_all" {
 			want = append(want, k)
 		}
 	}

@@ -28,6 +28,7 @@ func (c *Config) problems() []Problem {
 	c.Kubernetes.validate(&section{name: "kubernetes", out: &ps})
 	c.Network.validate(&section{name: "network", out: &ps})
 	c.CNI.validate(&section{name: "cni", out: &ps})
+	c.Proxy.validate(&section{name: "proxy", out: &ps})
 	c.Reconcile.validate(&section{name: "reconcile", out: &ps})
 	c.Log.validate(&section{name: "log", out: &ps})
 	c.Admin.validate(&section{name: "admin", out: &ps})

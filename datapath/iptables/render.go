@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/nodenet/nodenet/datapath/iptables/internal/savefmt"
@@ -11,10 +12,16 @@ import (
 
 // tablePlan is what one Sync does to one table.
 type tablePlan struct {
-	write  []Chain  // declared (so created or flushed), then filled
-	remove []string // declared (so flushed), then deleted
-	unhook []string // "-D" arguments: built-in rules jumping to removed chains, duplicate hooks
-	hook   []Hook   // hooks to insert at position 1
+	write  []Chain      // declared (so created or flushed), then filled
+	remove []string     // declared (so flushed), then deleted
+	unhook []string     // "-D" arguments: built-in rules jumping to removed chains, duplicate hooks
+	hook   []hookInsert // hooks to insert, in this order
+}
+
+// hookInsert is one "-I BUILTIN pos" of a missing hook.
+type hookInsert struct {
+	hook Hook
+	pos  int // 1-based, in the built-in chain as it is when this insert runs
 }
 
 func (p *tablePlan) empty() bool {
@@ -60,7 +67,7 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 		for k := range o.claimed {
 			if _, want := desired[k]; !want {
 				stale[k] = true
-				if _, ok := hookFor(k.table, k.name); ok {
+				if len(hooksFor(k.table, k.name)) > 0 {
 					need[k.table] = true
 				}
 			}
@@ -69,7 +76,7 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 		// never duplicated; unchanged hook chains keep theirs until the
 		// next full sync checks again.
 		for k := range desired {
-			if _, ok := hookFor(k.table, k.name); ok {
+			if len(hooksFor(k.table, k.name)) > 0 {
 				if _, had := o.programmed[k]; !had {
 					need[k.table] = true
 				}
@@ -111,30 +118,90 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 		}
 		// Rules in built-in chains that jump to a chain being removed: our
 		// hooks, or jumps from an older nodenet. -X would fail on them.
+		var deleted []savefmt.Rule
 		for _, r := range rules {
 			if target, _ := savefmt.Target(r.Args); builtin[r.Chain] && stale[chainKey{t, target}] {
 				p.unhook = append(p.unhook, r.Chain+" "+r.Text)
+				deleted = append(deleted, r)
 			}
 		}
+		var missing []Hook
 		for _, k := range slices.SortedFunc(maps.Keys(desired), compareKeys) {
-			h, ok := hookFor(k.table, k.name)
-			if !ok || k.table != t {
+			if k.table != t {
 				continue
 			}
-			n := 0
-			for _, r := range rules {
-				if h.isHookRule(r) {
-					if n++; n > 1 {
-						p.unhook = append(p.unhook, r.Chain+" "+r.Text)
+			for _, h := range hooksFor(k.table, k.name) {
+				n := 0
+				for _, r := range rules {
+					if h.isHookRule(r) {
+						if n++; n > 1 {
+							p.unhook = append(p.unhook, r.Chain+" "+r.Text)
+							deleted = append(deleted, r)
+						}
 					}
 				}
-			}
-			if n == 0 {
-				p.hook = append(p.hook, h)
+				if n == 0 {
+					missing = append(missing, h)
+				}
 			}
 		}
+		p.hook = placeHooks(t, rules, builtin, deleted, missing)
 	}
 	return plans, nil
+}
+
+// placeHooks orders the missing hooks of table t and computes their
+// insert positions, so that our hooks in a built-in chain keep the order of
+// the fixed list whatever the order they were added in. It replays the
+// payload on the built-in chains as read: the "-D" of deleted rules (which,
+// like iptables, remove the first rule with the same text), then each
+// insert in turn.
+func placeHooks(t Table, rules []savefmt.Rule, builtin map[string]bool, deleted []savefmt.Rule, missing []Hook) []hookInsert {
+	if len(missing) == 0 {
+		return nil
+	}
+	type entry struct {
+		hook int // index in hooks, -1 for a rule that is not ours
+		text string
+	}
+	chains := map[string][]entry{}
+	for _, r := range rules {
+		if !builtin[r.Chain] {
+			continue
+		}
+		e := entry{hook: -1, text: r.Text}
+		for i, h := range hooks {
+			if h.Table == t && h.isHookRule(r) {
+				e.hook = i
+				break
+			}
+		}
+		chains[r.Chain] = append(chains[r.Chain], e)
+	}
+	for _, d := range deleted {
+		list := chains[d.Chain]
+		if i := slices.IndexFunc(list, func(e entry) bool { return e.text == d.Text }); i >= 0 {
+			chains[d.Chain] = slices.Delete(list, i, i+1)
+		}
+	}
+	slices.SortFunc(missing, func(a, b Hook) int { return hookIndex(a) - hookIndex(b) })
+	out := make([]hookInsert, 0, len(missing))
+	for _, h := range missing {
+		idx := hookIndex(h)
+		list := chains[h.BuiltIn]
+		at := slices.IndexFunc(list, func(e entry) bool { return e.hook > idx })
+		if at < 0 {
+			at = 0
+			for i, e := range list {
+				if e.hook >= 0 && e.hook < idx {
+					at = i + 1
+				}
+			}
+		}
+		chains[h.BuiltIn] = slices.Insert(list, at, entry{hook: idx})
+		out = append(out, hookInsert{hook: h, pos: at + 1})
+	}
+	return out
 }
 
 func matchesAny(name string, prefixes []string) bool {
@@ -159,7 +226,8 @@ func matchesAny(name string, prefixes []string) bool {
 //  4. "-X" of removed chains: nothing references them any more (our own
 //     chains jump only to chains of the same owner that are still wanted,
 //     see Sync), and -X of an empty unreferenced chain succeeds.
-//  5. "-I BUILTIN 1" of missing hooks, once their target exists.
+//  5. "-I BUILTIN pos" of missing hooks, once their target exists
+//     (pos is 1 unless other hooks of ours are in that chain, see hooks).
 func (p *tablePlan) render(t Table) string {
 	var b strings.Builder
 	b.WriteString("*" + string(t) + "\n")
@@ -181,7 +249,7 @@ func (p *tablePlan) render(t Table) string {
 		b.WriteString("-X " + name + "\n")
 	}
 	for _, h := range p.hook {
-		b.WriteString("-I " + h.BuiltIn + " 1 " + h.args() + "\n")
+		b.WriteString("-I " + h.hook.BuiltIn + " " + strconv.Itoa(h.pos) + " " + h.hook.args() + "\n")
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()

@@ -154,30 +154,56 @@ const HookComment = "nodenet hook"
 // hooks is the fixed set of entry points. A chain with one of these
 // (Table, Target) pairs gets its hook; no other chain is reachable from a
 // built-in chain. Adding an entry point is adding a line here.
+//
+// A built-in chain may have several hooks, and a target may be hooked from
+// several built-in chains of its table. Among the hooks of one built-in
+// chain, the order of this list is the order in the kernel: a missing hook
+// is inserted just before the next of our hooks present in that chain
+// (else just after the previous one, else at position 1). The Service
+// proxy's hooks come first: its filter chain must see traffic before
+// NetworkPolicy accepts it, and it DNATs before anything else looks at
+// service addresses.
 var hooks = []Hook{
 	{TableRaw, "PREROUTING", "NODENET-PREROUTING"},
 	{TableRaw, "OUTPUT", "NODENET-OUTPUT"},
 	{TableMangle, "PREROUTING", "NODENET-PREROUTING"},
 	{TableMangle, "OUTPUT", "NODENET-OUTPUT"},
+	{TableNAT, "PREROUTING", "NODENET-SERVICES"},
 	{TableNAT, "PREROUTING", "NODENET-PREROUTING"},
+	{TableNAT, "OUTPUT", "NODENET-SERVICES"},
 	{TableNAT, "OUTPUT", "NODENET-OUTPUT"},
+	{TableNAT, "POSTROUTING", "NODENET-PROXY-POST"},
 	{TableNAT, "POSTROUTING", "NODENET-POSTROUTING"},
+	{TableFilter, "INPUT", "NODENET-PROXY-FILTER"},
 	{TableFilter, "INPUT", "NODENET-INPUT"},
+	{TableFilter, "FORWARD", "NODENET-PROXY-FILTER"},
 	{TableFilter, "FORWARD", "NODENET-FORWARD"},
+	{TableFilter, "OUTPUT", "NODENET-PROXY-FILTER"},
 	{TableFilter, "OUTPUT", "NODENET-OUTPUT"},
 }
 
 // Hooks returns the fixed set of hooks.
 func Hooks() []Hook { return append([]Hook(nil), hooks...) }
 
-// hookFor returns the hook whose target is (table, chain), if any.
-func hookFor(table Table, chain string) (Hook, bool) {
+// hooksFor returns the hooks whose target is (table, chain), in list order.
+func hooksFor(table Table, chain string) []Hook {
+	var out []Hook
 	for _, h := range hooks {
 		if h.Table == table && h.Target == chain {
-			return h, true
+			out = append(out, h)
 		}
 	}
-	return Hook{}, false
+	return out
+}
+
+// hookIndex is h's position in the fixed list, or -1.
+func hookIndex(h Hook) int {
+	for i, k := range hooks {
+		if k == h {
+			return i
+		}
+	}
+	return -1
 }
 
 // args is the hook rule's arguments after "-I BUILTIN 1".

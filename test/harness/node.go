@@ -70,6 +70,12 @@ func (cp *ControlPlane) AddNode(ctx context.Context, name string) (*Node, error)
 	if err := cp.plug(n.NS, "u-"+name, ip); err != nil {
 		return nil, err
 	}
+	// A node has a default gateway; local traffic to a ClusterIP needs a
+	// route before OUTPUT's DNAT rewrites it. The control plane's address
+	// stands in for the gateway (it does not forward).
+	if err := n.NS.IP("route", "add", "default", "via", cp.IP.String()); err != nil {
+		return nil, err
+	}
 	if err := cp.NodeCredentials(name, n.Kubeconfig); err != nil {
 		return nil, err
 	}

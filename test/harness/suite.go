@@ -102,3 +102,52 @@ func (s *Suite) StartNode(t testing.TB, name, extraConfig string) *Node {
 	}
 	return n
 }
+
+// Cluster is a set of started nodes with a kubelet stand-in on each.
+type Cluster struct {
+	Nodes    []*Node
+	Kubelets map[string]*Kubelet // by node name
+}
+
+// StartCluster starts count nodes named prefix-a, prefix-b, ... whose
+// config is the default one passed through edit (nil: unchanged), and a
+// kubelet stand-in on each. Everything is removed when the test ends.
+func (s *Suite) StartCluster(t testing.TB, prefix string, count int, edit func(cfg string) string) *Cluster {
+	t.Helper()
+	c := &Cluster{Kubelets: map[string]*Kubelet{}}
+	for i := range count {
+		n := s.NewNode(t, fmt.Sprintf("%s-%c", prefix, 'a'+i))
+		cfg := n.DefaultConfig("")
+		if edit != nil {
+			cfg = edit(cfg)
+		}
+		if err := n.WriteConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(s.Nodenet); err != nil {
+			t.Fatal(err)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		if err := n.WaitReady(context.Background(), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		k, err := n.StartKubelet(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Registered after the node's cleanup, so it runs first, while the
+		// daemon still serves the CNI DELs.
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("==== %s kubelet log (tail)\n%s", n.Name, k.Tail(40))
+			}
+			if err := k.Stop(); err != nil {
+				t.Errorf("stop kubelet on %s: %v", n.Name, err)
+			}
+		})
+		c.Kubelets[n.Name] = k
+	}
+	return c
+}

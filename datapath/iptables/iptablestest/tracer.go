@@ -1,10 +1,13 @@
 package iptablestest
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nodenet/nodenet/datapath/iptables"
 	"github.com/nodenet/nodenet/datapath/iptables/internal/savefmt"
@@ -41,6 +44,16 @@ type Result struct {
 	Mark uint32
 	// Path lists the matched rules in order.
 	Path []Step
+	// Evaluated counts the rules whose matches were evaluated, matched or
+	// not: the cost of the walk.
+	Evaluated int
+}
+
+// Outcome is one possible walk of a packet through random matches, with
+// its probability.
+type Outcome struct {
+	Result
+	Probability float64
 }
 
 // Hops returns Path as "CHAIN#rule" strings, for compact assertions.
@@ -55,18 +68,98 @@ func (r Result) Hops() []string {
 // Tracer walks packets through one family of a Fake. It supports the
 // matches and targets nodenet uses and fails on any other, so a test never
 // passes by silently skipping a rule.
+//
+// Set Local and Random before tracing. "-m addrtype --src-type/--dst-type
+// LOCAL" match the addresses in Local; "-m statistic --mode random" asks
+// Random (Trace fails without it), TraceAll follows both branches; "-m
+// recent --set" records the source in the --name list and matches,
+// "--rcheck"/"--update" match a recorded source, which never expires. Trace
+// keeps what --set recorded for later traces, TraceAll does not.
 type Tracer struct {
 	fake *Fake
 	fam  iptables.Family
+
+	// Local are the node's addresses, for -m addrtype LOCAL.
+	Local []netip.Addr
+	// Random decides a statistic match of probability p.
+	Random func(p float64) bool
+
+	mu     sync.Mutex // guards recent
+	recent srcSets
+}
+
+// srcSets are the sources recorded per -m recent list.
+type srcSets map[string]map[netip.Addr]bool
+
+func (s srcSets) add(name string, a netip.Addr) {
+	if s[name] == nil {
+		s[name] = map[netip.Addr]bool{}
+	}
+	s[name][a] = true
 }
 
 // NewTracer returns a Tracer over f's ruleset for fam, read at each Trace.
-func NewTracer(f *Fake, fam iptables.Family) *Tracer { return &Tracer{fake: f, fam: fam} }
+func NewTracer(f *Fake, fam iptables.Family) *Tracer {
+	return &Tracer{fake: f, fam: fam, recent: srcSets{}}
+}
 
 const maxDepth = 64
 
 // Trace walks p from the built-in chain tbl/builtIn.
 func (tr *Tracer) Trace(tbl iptables.Table, builtIn string, p Packet) (Result, error) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	set := srcSets{}
+	res, err := tr.trace(tbl, builtIn, p, tr.Random, set)
+	for name, srcs := range set {
+		for a := range srcs {
+			tr.recent.add(name, a)
+		}
+	}
+	return res, err
+}
+
+// maxOutcomes bounds TraceAll's enumeration.
+const maxOutcomes = 4096
+
+// TraceAll walks p through every combination of random matches and
+// returns each distinct walk with its probability (they sum to 1). Sources
+// recorded by -m recent --set are not kept.
+func (tr *Tracer) TraceAll(tbl iptables.Table, builtIn string, p Packet) ([]Outcome, error) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []Outcome
+	pending := [][]bool{nil} // decision prefixes still to explore
+	for len(pending) > 0 {
+		if len(out) >= maxOutcomes {
+			return nil, fmt.Errorf("trace: more than %d outcomes", maxOutcomes)
+		}
+		prefix := pending[len(pending)-1]
+		pending = pending[:len(pending)-1]
+		var taken []bool
+		prob := 1.0
+		decide := func(q float64) bool {
+			d := len(taken) < len(prefix) && prefix[len(taken)]
+			if len(taken) >= len(prefix) { // "no match" now, "match" later
+				pending = append(pending, append(slices.Clone(taken), true))
+			}
+			taken = append(taken, d)
+			prob *= map[bool]float64{true: q, false: 1 - q}[d]
+			return d
+		}
+		res, err := tr.trace(tbl, builtIn, p, decide, srcSets{})
+		if err != nil {
+			return nil, err
+		}
+		if prob > 0 {
+			out = append(out, Outcome{Result: res, Probability: prob})
+		}
+	}
+	return out, nil
+}
+
+// trace runs one walk. Callers hold tr.mu.
+func (tr *Tracer) trace(tbl iptables.Table, builtIn string, p Packet, random func(float64) bool, set srcSets) (Result, error) {
 	tr.fake.mu.Lock()
 	defer tr.fake.mu.Unlock()
 	t := tr.fake.rulesets[tr.fam][tbl]
@@ -77,7 +170,7 @@ func (tr *Tracer) Trace(tbl iptables.Table, builtIn string, p Packet) (Result, e
 	if c == nil || !c.builtin {
 		return Result{}, fmt.Errorf("trace: %s has no built-in chain %s", tbl, builtIn)
 	}
-	w := &walker{t: t, pkt: p}
+	w := &walker{t: t, pkt: p, tr: tr, random: random, set: set}
 	terminal, err := w.walk(builtIn, 0)
 	if err != nil {
 		return Result{}, err
@@ -91,9 +184,12 @@ func (tr *Tracer) Trace(tbl iptables.Table, builtIn string, p Packet) (Result, e
 }
 
 type walker struct {
-	t   *table
-	pkt Packet
-	res Result
+	t      *table
+	pkt    Packet
+	res    Result
+	tr     *Tracer
+	random func(float64) bool
+	set    srcSets // -m recent --set of this walk
 }
 
 // walk runs chain; terminal reports a verdict, else the packet returns to
@@ -111,7 +207,8 @@ func (w *walker) walk(name string, depth int) (terminal bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("trace: %s rule %d (%s): %w", name, i+1, savefmt.Join(args), err)
 		}
-		ok, err := r.matches(&w.pkt)
+		w.res.Evaluated++
+		ok, err := w.matches(r)
 		if err != nil {
 			return false, fmt.Errorf("trace: %s rule %d (%s): %w", name, i+1, savefmt.Join(args), err)
 		}
@@ -182,14 +279,21 @@ type match struct {
 }
 
 type rule struct {
-	conds  []match
-	target string
-	isGoto bool
-	opts   map[string]string // target options; flags map to ""
+	conds      []match
+	recentName string
+	target     string
+	isGoto     bool
+	opts       map[string]string // target options; flags map to ""
 }
 
 // modules are the -m matches the Tracer understands.
-var modules = map[string]bool{"tcp": true, "udp": true, "sctp": true, "comment": true, "mark": true, "multiport": true}
+var modules = map[string]bool{
+	"tcp": true, "udp": true, "sctp": true, "comment": true, "mark": true, "multiport": true,
+	"statistic": true, "recent": true, "addrtype": true,
+}
+
+// flags are match options without a value.
+var flags = map[string]bool{"--set": true, "--rcheck": true, "--update": true, "--reap": true, "--rsource": true}
 
 func parseRule(args []string) (rule, error) {
 	var r rule
@@ -198,6 +302,14 @@ func parseRule(args []string) (rule, error) {
 		a := args[i]
 		if a == "!" {
 			neg = true
+			continue
+		}
+		if flags[a] {
+			switch a {
+			case "--set", "--rcheck", "--update":
+				r.conds = append(r.conds, match{opt: a, neg: neg})
+			}
+			neg = false
 			continue
 		}
 		if i+1 >= len(args) {
@@ -211,12 +323,34 @@ func parseRule(args []string) (rule, error) {
 				return r, fmt.Errorf("unsupported match module %s", v)
 			}
 		case "--comment":
+		case "--mode":
+			if v != "random" {
+				return r, fmt.Errorf("unsupported statistic mode %s", v)
+			}
+		case "--name":
+			r.recentName = v
+		case "--seconds":
+		case "--mask":
+			if p, err := netip.ParseAddr(v); err != nil || p.Next().IsValid() {
+				return r, fmt.Errorf("unsupported recent mask %s (only all ones)", v)
+			}
+		case "--src-type", "--dst-type":
+			if v != "LOCAL" {
+				return r, fmt.Errorf("unsupported address type %s", v)
+			}
+			r.conds = append(r.conds, match{opt: a, val: v, neg: neg})
+		case "--probability":
+			if _, err := strconv.ParseFloat(v, 64); err != nil {
+				return r, fmt.Errorf("bad probability %q", v)
+			}
+			r.conds = append(r.conds, match{opt: a, val: v, neg: neg})
 		case "-s", "--source", "-d", "--destination", "-p", "--protocol", "-i", "--in-interface",
 			"-o", "--out-interface", "--dport", "--destination-port", "--sport", "--source-port",
 			"--dports", "--destination-ports", "--sports", "--source-ports", "--mark":
 			r.conds = append(r.conds, match{opt: a, val: v, neg: neg})
 		case "-j", "--jump", "-g", "--goto":
 			r.target, r.isGoto = v, a == "-g" || a == "--goto"
+			r.fixRecent()
 			r.opts = map[string]string{}
 			for j := i + 1; j < len(args); j++ {
 				if j+1 < len(args) && !strings.HasPrefix(args[j+1], "--") {
@@ -232,12 +366,45 @@ func parseRule(args []string) (rule, error) {
 		}
 		neg = false
 	}
+	r.fixRecent()
 	return r, nil
 }
 
-func (r rule) matches(p *Packet) (bool, error) {
+// fixRecent gives -m recent conditions their list name, which iptables-save
+// prints after them; the default list is DEFAULT.
+func (r *rule) fixRecent() {
+	for i, m := range r.conds {
+		switch m.opt {
+		case "--set", "--rcheck", "--update":
+			r.conds[i].val = cmp.Or(r.recentName, "DEFAULT")
+		}
+	}
+}
+
+func (w *walker) matches(r rule) (bool, error) {
+	p := &w.pkt
 	for _, m := range r.conds {
-		ok, err := m.eval(p)
+		var ok bool
+		var err error
+		switch m.opt {
+		case "--probability":
+			if w.random == nil {
+				return false, fmt.Errorf("statistic match needs Tracer.Random (or use TraceAll)")
+			}
+			q, _ := strconv.ParseFloat(m.val, 64)
+			ok = w.random(q)
+		case "--src-type":
+			ok = slices.Contains(w.tr.Local, p.Src)
+		case "--dst-type":
+			ok = slices.Contains(w.tr.Local, p.Dst)
+		case "--set":
+			w.set.add(m.val, p.Src)
+			ok = true
+		case "--rcheck", "--update":
+			ok = w.set[m.val][p.Src] || w.tr.recent[m.val][p.Src]
+		default:
+			ok, err = m.eval(p)
+		}
 		if err != nil {
 			return false, err
 		}

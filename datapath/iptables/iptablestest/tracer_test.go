@@ -1,6 +1,7 @@
 package iptablestest
 
 import (
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -135,5 +136,140 @@ func TestTracerErrors(t *testing.T) {
 	}
 	if _, err := NewTracer(NewFake(), iptables.IPv4).Trace(iptables.TableNAT, "NODENET-X", Packet{}); err == nil {
 		t.Error("trace from a user chain accepted")
+	}
+}
+
+// extRules exercise statistic, recent, addrtype, port ranges and MARK
+// --set-xmark with a zero mask (an XOR), as the Service proxy writes them.
+var extRules = lines(
+	"*nat",
+	":NODENET-SVC - [0:0]",
+	":NODENET-SEP1 - [0:0]",
+	":NODENET-SEP2 - [0:0]",
+	":NODENET-POST - [0:0]",
+	"-A PREROUTING -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j NODENET-SVC",
+	"-A PREROUTING ! -d 127.0.0.0/8 -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 30000:30100 -j NODENET-SVC",
+	"-A PREROUTING -m addrtype --src-type LOCAL -j DROP",
+	"-A NODENET-SVC -m recent --rcheck --seconds 10800 --reap --name NODENET-SEP1 --mask 255.255.255.255 --rsource -j NODENET-SEP1",
+	"-A NODENET-SVC -m recent --rcheck --seconds 10800 --reap --name NODENET-SEP2 --mask 255.255.255.255 --rsource -j NODENET-SEP2",
+	"-A NODENET-SVC -m statistic --mode random --probability 0.25000000000 -j NODENET-SEP1",
+	"-A NODENET-SVC -j NODENET-SEP2",
+	"-A NODENET-SEP1 -p tcp -m recent --set --name NODENET-SEP1 --mask 255.255.255.255 --rsource -j DNAT --to-destination 10.244.1.1:8080",
+	"-A NODENET-SEP2 -p tcp -m recent --set --name NODENET-SEP2 --mask 255.255.255.255 --rsource -j DNAT --to-destination 10.244.2.2:8080",
+	"-A POSTROUTING -j NODENET-POST",
+	"-A NODENET-POST -m mark ! --mark 0x4000/0x4000 -j RETURN",
+	"-A NODENET-POST -j MARK --set-xmark 0x4000/0x0",
+	"-A NODENET-POST -j MASQUERADE --random-fully",
+	"COMMIT")
+
+func TestTracerRandomAndRecent(t *testing.T) {
+	f := NewFake()
+	if err := f.Restore(t.Context(), iptables.IPv4, []byte(extRules), true); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr
+	tr := NewTracer(f, iptables.IPv4)
+	tr.Local = []netip.Addr{a("192.168.0.10")}
+	pkt := Packet{Src: a("10.244.3.3"), Dst: a("10.96.0.1"), Proto: "tcp", DPort: 80}
+
+	if _, err := tr.Trace(iptables.TableNAT, "PREROUTING", pkt); err == nil || !strings.Contains(err.Error(), "Tracer.Random") {
+		t.Errorf("statistic without Random: err = %v", err)
+	}
+	outs, err := tr.TraceAll(iptables.TableNAT, "PREROUTING", pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, o := range outs {
+		got[o.ToDestination] += o.Probability
+	}
+	if len(got) != 2 || math.Abs(got["10.244.1.1:8080"]-0.25) > 1e-9 || math.Abs(got["10.244.2.2:8080"]-0.75) > 1e-9 {
+		t.Errorf("TraceAll = %v, want 10.244.1.1 at 0.25 and 10.244.2.2 at 0.75", got)
+	}
+	// Affinity: once SEP1 was chosen by Trace, later traces go there even
+	// when the dice say otherwise; TraceAll did not record anything.
+	tr.Random = func(float64) bool { return true }
+	res, err := tr.Trace(iptables.TableNAT, "PREROUTING", pkt)
+	if err != nil || res.ToDestination != "10.244.1.1:8080" {
+		t.Fatalf("first trace: %v %v", res, err)
+	}
+	// PREROUTING#1, NODENET-SVC#1-3, NODENET-SEP1#1.
+	if res.Evaluated != 5 {
+		t.Errorf("evaluated = %d, want 5 (%v)", res.Evaluated, res.Hops())
+	}
+	tr.Random = func(float64) bool { return false }
+	res, err = tr.Trace(iptables.TableNAT, "PREROUTING", pkt)
+	if err != nil || res.ToDestination != "10.244.1.1:8080" || !slices.Contains(res.Hops(), "NODENET-SVC#1") {
+		t.Errorf("sticky trace: %v via %v (%v)", res.ToDestination, res.Hops(), err)
+	}
+	// PREROUTING#1, NODENET-SVC#1 (matches), NODENET-SEP1#1.
+	if res.Evaluated != 3 {
+		t.Errorf("evaluated = %d, want 3 (%v)", res.Evaluated, res.Hops())
+	}
+	other := pkt
+	other.Src = a("10.244.4.4")
+	if res, err = tr.Trace(iptables.TableNAT, "PREROUTING", other); err != nil || res.ToDestination != "10.244.2.2:8080" {
+		t.Errorf("other client: %v (%v)", res.ToDestination, err)
+	}
+}
+
+func TestTracerAddrtypeRangesMark(t *testing.T) {
+	f := NewFake()
+	if err := f.Restore(t.Context(), iptables.IPv4, []byte(extRules), true); err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr
+	tr := NewTracer(f, iptables.IPv4)
+	tr.Local = []netip.Addr{a("192.168.0.10"), a("127.0.0.1")}
+	tr.Random = func(float64) bool { return false }
+	for _, tt := range []struct {
+		name    string
+		pkt     Packet
+		verdict string
+		to      string
+	}{
+		{"node port in range on a local address", Packet{Src: a("192.0.2.1"), Dst: a("192.168.0.10"), Proto: "tcp", DPort: 30050}, "DNAT", "10.244.2.2:8080"},
+		{"node port out of range", Packet{Src: a("192.0.2.1"), Dst: a("192.168.0.10"), Proto: "tcp", DPort: 30101}, "ACCEPT", ""},
+		{"not a local address", Packet{Src: a("192.0.2.1"), Dst: a("192.168.0.11"), Proto: "tcp", DPort: 30050}, "ACCEPT", ""},
+		{"loopback excluded", Packet{Src: a("192.0.2.1"), Dst: a("127.0.0.1"), Proto: "tcp", DPort: 30050}, "ACCEPT", ""},
+		{"local source", Packet{Src: a("192.168.0.10"), Dst: a("192.0.2.1"), Proto: "udp", DPort: 53}, "DROP", ""},
+	} {
+		res, err := tr.Trace(iptables.TableNAT, "PREROUTING", tt.pkt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Verdict != tt.verdict || res.ToDestination != tt.to {
+			t.Errorf("%s: %s %q via %v, want %s %q", tt.name, res.Verdict, res.ToDestination, res.Hops(), tt.verdict, tt.to)
+		}
+	}
+	// Marked: the mark is cleared by the XOR, then MASQUERADE.
+	res, err := tr.Trace(iptables.TableNAT, "POSTROUTING", Packet{Src: a("10.244.3.3"), Dst: a("10.244.1.1"), Mark: 0x4001})
+	if err != nil || res.Verdict != "MASQUERADE" || res.Mark != 0x1 {
+		t.Errorf("marked: %s mark %#x (%v)", res.Verdict, res.Mark, err)
+	}
+	res, err = tr.Trace(iptables.TableNAT, "POSTROUTING", Packet{Src: a("10.244.3.3"), Dst: a("10.244.1.1"), Mark: 0x1})
+	if err != nil || res.Verdict != "ACCEPT" || res.Evaluated != 2 {
+		t.Errorf("unmarked: %s after %d rules (%v)", res.Verdict, res.Evaluated, err)
+	}
+}
+
+func TestTracerExtErrors(t *testing.T) {
+	for _, tt := range []struct{ rules, want string }{
+		{"-m statistic --mode nth --every 2 -j ACCEPT", "unsupported statistic mode nth"},
+		{"-m addrtype --dst-type BROADCAST -j ACCEPT", "unsupported address type BROADCAST"},
+		{"-m recent --rcheck --name X --mask 255.255.255.0 -j ACCEPT", "unsupported recent mask"},
+		{"-m recent --rcheck --name X --rdest -j ACCEPT", "unsupported option --rdest"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			f := NewFake()
+			payload := lines("*raw", ":NODENET-X - [0:0]", "-A PREROUTING -j NODENET-X", "-A NODENET-X "+tt.rules, "COMMIT")
+			if err := f.Restore(t.Context(), iptables.IPv4, []byte(payload), true); err != nil {
+				t.Fatal(err)
+			}
+			_, err := NewTracer(f, iptables.IPv4).Trace(iptables.TableRaw, "PREROUTING", Packet{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

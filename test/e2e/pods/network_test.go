@@ -43,7 +43,7 @@ func testPodNetwork(t *testing.T, prefix, backend string) {
 	c := startCluster(t, prefix, backend, 3)
 	ns := namespace(t, "net-"+prefix)
 	var pods []*podInfo
-	for _, n := range c.nodes {
+	for _, n := range c.Nodes {
 		for i := range 2 {
 			p := &podInfo{name: fmt.Sprintf("%s-%d", n.Name, i), node: n}
 			createPod(t, ns, p.name, n.Name)
@@ -51,7 +51,7 @@ func testPodNetwork(t *testing.T, prefix, backend string) {
 		}
 	}
 	for _, p := range pods {
-		sb, err := c.kubelets[p.node.Name].WaitRunning(ctx, ns, p.name)
+		sb, err := c.Kubelets[p.node.Name].WaitRunning(ctx, ns, p.name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,19 +139,19 @@ func testPodNetwork(t *testing.T, prefix, backend string) {
 	})
 
 	// Deleting a Node removes the routes to its pods on the others.
-	gone := c.nodes[2]
+	gone := c.Nodes[2]
 	routeTo := func(n *harness.Node) string {
 		out, _ := n.NS.IPOutput("route", "show", gone.PodCIDR)
 		return strings.TrimSpace(out)
 	}
-	if routeTo(c.nodes[0]) == "" {
-		t.Fatalf("%s has no route to %s's podCIDR %s", c.nodes[0].Name, gone.Name, gone.PodCIDR)
+	if routeTo(c.Nodes[0]) == "" {
+		t.Fatalf("%s has no route to %s's podCIDR %s", c.Nodes[0].Name, gone.Name, gone.PodCIDR)
 	}
 	if err := suite.CP.Client.CoreV1().Nodes().Delete(ctx, gone.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "route to the deleted node's podCIDR removed", func() bool {
-		return routeTo(c.nodes[0]) == "" && routeTo(c.nodes[1]) == ""
+		return routeTo(c.Nodes[0]) == "" && routeTo(c.Nodes[1]) == ""
 	})
 }
 
