@@ -3,6 +3,7 @@ package services
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -21,7 +22,10 @@ import (
 // web-b, web-c (one per node) and a client pod on node a.
 func TestServices(t *testing.T) {
 	suite.Require(t)
-	c := suite.StartCluster(t, "sv", 3, nil)
+	// A short full-resync period, so repairs are observable.
+	c := suite.StartCluster(t, "sv", 3, func(cfg string) string {
+		return strings.Replace(cfg, "[reconcile]\n", "[reconcile]\nmax_interval = \"2s\"\n", 1)
+	})
 	e := &env{t: t, c: c, ns: "svc"}
 	ctx := context.Background()
 	if _, err := suite.CP.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: e.ns}}, metav1.CreateOptions{}); err != nil {
@@ -230,6 +234,64 @@ func TestServices(t *testing.T) {
 		}, func(a harness.Answer) bool { return a.Pod == "udp-2" })
 	})
 
+	t.Run("LoadBalancerIPAndSourceRanges", func(t *testing.T) {
+		e := &env{t: t, c: c, ns: e.ns}
+		lb := e.service("lb", "web", func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.LoadBalancerSourceRanges = []string{out.IP.String() + "/32"}
+		})
+		lbIP := "10.250.0.200"
+		lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: lbIP}}
+		if _, err := suite.CP.Client.CoreV1().Services(e.ns).UpdateStatus(context.Background(), lb, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		other, err := suite.CP.AddHost("sv-out2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The load balancer's address is routed to node b, as a BGP or L2
+		// announcement would.
+		for _, h := range []*harness.Host{out, other} {
+			if err := h.NS.IP("route", "replace", lbIP, "via", c.Nodes[1].IP.String()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.eventually("LB IP from an allowed source", func() (harness.Answer, error) {
+			return harness.HTTPFrom(out.NS, hostPort(lbIP, 80))
+		}, func(a harness.Answer) bool { return slices.Contains(all, a.Pod) })
+		if err := noConnection(other.NS, hostPort(lbIP, 80)); err != nil {
+			t.Errorf("LB IP from a source outside loadBalancerSourceRanges: %v", err)
+		}
+	})
+
+	t.Run("ExternalIPs", func(t *testing.T) {
+		e := &env{t: t, c: c, ns: e.ns}
+		extIP := "10.250.0.201"
+		e.service("ext", "web", func(s *corev1.Service) { s.Spec.ExternalIPs = []string{extIP} })
+		if err := out.NS.IP("route", "replace", extIP, "via", c.Nodes[2].IP.String()); err != nil {
+			t.Fatal(err)
+		}
+		e.eventually("externalIP from outside", func() (harness.Answer, error) {
+			return harness.HTTPFrom(out.NS, hostPort(extIP, 80))
+		}, func(a harness.Answer) bool { return slices.Contains(all, a.Pod) })
+	})
+
+	t.Run("FlushedChainRepairedByResync", func(t *testing.T) {
+		e := &env{t: t, c: c, ns: e.ns}
+		n := c.Nodes[0]
+		ask := func() (harness.Answer, error) { return harness.HTTPFrom(n.NS, hostPort(clusterIP(web), 80)) }
+		e.eventually("ClusterIP from node a", ask, func(a harness.Answer) bool { return slices.Contains(all, a.Pod) })
+		flushed := time.Now()
+		if _, err := n.NS.Exec(context.Background(), "iptables", "-t", "nat", "-F", "NODENET-SERVICES"); err != nil {
+			t.Fatal(err)
+		}
+		if err := noConnection(n.NS, hostPort(clusterIP(web), 80)); err != nil {
+			t.Fatalf("flushing NODENET-SERVICES did not break the service: %v", err)
+		}
+		e.eventually("repaired by the periodic full resync", ask, func(a harness.Answer) bool { return slices.Contains(all, a.Pod) })
+		t.Logf("answering again %s after the flush (full resync every 2s)", time.Since(flushed).Round(time.Millisecond))
+	})
+
 	// The metrics a kube-proxy user looks for.
 	_, metrics, err := c.Nodes[0].Admin("/metrics")
 	if err != nil {
@@ -269,4 +331,17 @@ func healthCheck(t *testing.T, ns *harness.NS, ip string, port int) (int, health
 		t.Fatalf("health check body %q: %v", b, err)
 	}
 	return resp.StatusCode, body
+}
+
+// noConnection checks that no TCP connection to addr can be made from ns
+// within a second.
+func noConnection(ns *harness.NS, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("connected to %s", addr)
+	}
+	return nil
 }
