@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -19,14 +18,7 @@ func (p Proxy) validate(s *section) {
 // cidrsAny checks a list of CIDRs, any number per family.
 func cidrsAny(s *section, key string, list []string) {
 	for i, c := range list {
-		ikey := fmt.Sprintf("%s[%d]", key, i)
-		p, err := netip.ParsePrefix(c)
-		switch {
-		case err != nil:
-			s.add(ikey, "%q is not a CIDR", c)
-		case p.Masked() != p:
-			s.add(ikey, "%q has host bits set; use %s", c, p.Masked())
-		}
+		cidr(s, fmt.Sprintf("%s[%d]", key, i), c)
 	}
 }
 

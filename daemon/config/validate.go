@@ -159,16 +159,8 @@ func cidrs(s *section, key string, list []string) []indexedPrefix {
 	family := map[bool]int{}
 	for i, c := range list {
 		ikey := fmt.Sprintf("%s[%d]", key, i)
-		p, err := netip.ParsePrefix(c)
-		switch {
-		case err != nil:
-			s.add(ikey, "%q is not a CIDR", c)
-			continue
-		case p.Addr().Is4In6():
-			s.add(ikey, "%q is IPv4-mapped; use an IPv4 CIDR", c)
-			continue
-		case p.Masked() != p:
-			s.add(ikey, "%q has host bits set; use %s", c, p.Masked())
+		p, ok := cidr(s, ikey, c)
+		if !ok {
 			continue
 		}
 		is4 := p.Addr().Is4()
@@ -180,6 +172,22 @@ func cidrs(s *section, key string, list []string) []indexedPrefix {
 		valid = append(valid, indexedPrefix{i, p})
 	}
 	return valid
+}
+
+// cidr checks one canonical CIDR, reporting a problem under key.
+func cidr(s *section, key, c string) (netip.Prefix, bool) {
+	p, err := netip.ParsePrefix(c)
+	switch {
+	case err != nil:
+		s.add(key, "%q is not a CIDR", c)
+	case p.Addr().Is4In6():
+		s.add(key, "%q is IPv4-mapped; use an IPv4 CIDR", c)
+	case p.Masked() != p:
+		s.add(key, "%q has host bits set; use %s", c, p.Masked())
+	default:
+		return p, true
+	}
+	return netip.Prefix{}, false
 }
 
 func familyName(is4 bool) string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // workload is what a pod's containers serve, run as goroutines of the test
@@ -109,4 +110,20 @@ func (w *workload) stop() {
 		_ = c.Close()
 	}
 	w.wg.Wait()
+}
+
+// EchoPod is a pod bound to node whose workload serves HTTP on tcpPort
+// (port name "http") and echoes on UDP udpPort (port name "udp").
+func EchoPod(namespace, name, node string, labels map[string]string, tcpPort, udpPort int32) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			TerminationGracePeriodSeconds: new(int64),
+			Containers: []corev1.Container{{Name: "echo", Image: "none", Ports: []corev1.ContainerPort{
+				{Name: "http", ContainerPort: tcpPort, Protocol: corev1.ProtocolTCP},
+				{Name: "udp", ContainerPort: udpPort, Protocol: corev1.ProtocolUDP},
+			}}},
+		},
+	}
 }

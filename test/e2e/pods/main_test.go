@@ -57,17 +57,7 @@ func createPod(t *testing.T, ns, name, node string) {
 
 // podSpec is a pod bound to node, serving tcpPort and udpPort.
 func podSpec(ns, name, node string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "echo"}},
-		Spec: corev1.PodSpec{
-			NodeName:                      node,
-			TerminationGracePeriodSeconds: new(int64),
-			Containers: []corev1.Container{{Name: "echo", Image: "none", Ports: []corev1.ContainerPort{
-				{Name: "http", ContainerPort: tcpPort, Protocol: corev1.ProtocolTCP},
-				{Name: "udp", ContainerPort: udpPort, Protocol: corev1.ProtocolUDP},
-			}}},
-		},
-	}
+	return harness.EchoPod(ns, name, node, map[string]string{"app": "echo"}, tcpPort, udpPort)
 }
 
 type reply = harness.Answer

@@ -42,17 +42,7 @@ type env struct {
 func (e *env) pod(name, node string, labels map[string]string) *harness.Sandbox {
 	e.t.Helper()
 	ctx := context.Background()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns, Labels: labels},
-		Spec: corev1.PodSpec{
-			NodeName:                      node,
-			TerminationGracePeriodSeconds: new(int64),
-			Containers: []corev1.Container{{Name: "echo", Image: "none", Ports: []corev1.ContainerPort{
-				{Name: "http", ContainerPort: tcpPort, Protocol: corev1.ProtocolTCP},
-				{Name: "dns", ContainerPort: udpPort, Protocol: corev1.ProtocolUDP},
-			}}},
-		},
-	}
+	pod := harness.EchoPod(e.ns, name, node, labels, tcpPort, udpPort)
 	if _, err := suite.CP.Client.CoreV1().Pods(e.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -71,7 +61,7 @@ func (e *env) deletePod(name string) {
 }
 
 // service creates a Service selecting app=<selector> with a TCP port 80 to
-// the named port "http" and a UDP port 81 to "dns"; edit adjusts the spec.
+// the named port "http" and a UDP port 81 to "udp"; edit adjusts the spec.
 func (e *env) service(name, selector string, edit func(*corev1.Service)) *corev1.Service {
 	e.t.Helper()
 	svc := &corev1.Service{
@@ -80,7 +70,7 @@ func (e *env) service(name, selector string, edit func(*corev1.Service)) *corev1
 			Selector: map[string]string{"app": selector},
 			Ports: []corev1.ServicePort{
 				{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP},
-				{Name: "dns", Port: 81, TargetPort: intstr.FromString("dns"), Protocol: corev1.ProtocolUDP},
+				{Name: "dns", Port: 81, TargetPort: intstr.FromString("udp"), Protocol: corev1.ProtocolUDP},
 			},
 		},
 	}
