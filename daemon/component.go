@@ -35,7 +35,6 @@ type Component interface {
 type managed struct {
 	c       Component
 	r       *runner.Runner
-	log     *slog.Logger
 	metrics *metrics.Metrics
 	onSync  func() // called after every successful sync
 
@@ -44,7 +43,7 @@ type managed struct {
 }
 
 func newManaged(c Component, rc config.Reconcile, m *metrics.Metrics, log *slog.Logger, onSync func()) *managed {
-	mc := &managed{c: c, log: log.With("component", c.Name()), metrics: m, onSync: onSync, st: control.ComponentStatus{Name: c.Name()}}
+	mc := &managed{c: c, metrics: m, onSync: onSync, st: control.ComponentStatus{Name: c.Name()}}
 	mc.r = runner.New(c.Name(), mc.sync, runner.Options{
 		MinInterval:   rc.MinInterval,
 		RetryInterval: rc.RetryInterval,
@@ -75,13 +74,12 @@ func (mc *managed) sync(ctx context.Context, full bool) error {
 		mc.st.LastError = ""
 	}
 	mc.mu.Unlock()
+	// The runner logs every sync and every failure with its retry delay.
 	if err != nil {
 		mc.metrics.ReconcileErrors.WithLabelValues(mc.c.Name()).Inc()
-		mc.log.Error("sync failed", "full", full, "elapsed", elapsed, "err", err)
 		return err
 	}
 	mc.metrics.LastSuccess.WithLabelValues(mc.c.Name()).SetToCurrentTime()
-	mc.log.Debug("synced", "full", full, "elapsed", elapsed)
 	mc.onSync()
 	return nil
 }
