@@ -42,9 +42,11 @@ type Component struct {
 	applier *routes.Applier
 	log     *slog.Logger
 
-	mu      sync.Mutex // guards skipped and routed
-	skipped []string
-	routed  int
+	mu        sync.Mutex // guards skipped, routed and addresses
+	skipped   []string
+	routed    int
+	addresses []netip.Addr // node.addresses, applied live
+
 }
 
 // New registers the masquerade chains' owner on every manager.
@@ -55,7 +57,7 @@ func New(v *view.View, o Options) (*Component, error) {
 		}
 	}
 	log := o.Log.With("component", "routes")
-	return &Component{opts: o, view: v, applier: routes.NewApplier(o.Netlink, log), log: log}, nil
+	return &Component{opts: o, view: v, applier: routes.NewApplier(o.Netlink, log), log: log, addresses: o.Addresses}, nil
 }
 
 // Name implements the daemon's Component.
@@ -65,10 +67,23 @@ func (c *Component) Name() string { return "routes" }
 func (c *Component) Watches() []view.Kind { return []view.Kind{view.Nodes} }
 
 // LiveKeys implements the daemon's Component.
-func (c *Component) LiveKeys() []string { return nil }
+func (c *Component) LiveKeys() []string { return []string{"node.addresses"} }
 
 // Reconfigure implements the daemon's Component.
-func (c *Component) Reconfigure(*config.Config) error { return nil }
+func (c *Component) Reconfigure(cfg *config.Config) error {
+	var addrs []netip.Addr
+	for _, s := range cfg.Node.Addresses {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("routes: node.addresses: %w", err)
+		}
+		addrs = append(addrs, a)
+	}
+	c.mu.Lock()
+	c.addresses = addrs
+	c.mu.Unlock()
+	return nil
+}
 
 // Sync computes the routes to every other node and the masquerade rules and
 // applies both; either failing fails the sync.
@@ -91,13 +106,16 @@ func (c *Component) desired() (routes.Desired, error) {
 	if err != nil {
 		return routes.Desired{}, err
 	}
+	c.mu.Lock()
+	selfAddrs := c.addresses
+	c.mu.Unlock()
 	var self *routes.Node
 	var peers []routes.Node
 	var skipped []string
 	for _, n := range nodes {
 		var override []netip.Addr
 		if n.Name == c.opts.Node {
-			override = c.opts.Addresses
+			override = selfAddrs
 		}
 		info, err := nodeinfo.Compute(n, override)
 		if err != nil {

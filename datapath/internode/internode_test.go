@@ -15,6 +15,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/nodenet/nodenet/daemon/config"
 	"github.com/nodenet/nodenet/daemon/view"
 	"github.com/nodenet/nodenet/datapath/iptables"
 	"github.com/nodenet/nodenet/datapath/iptables/iptablestest"
@@ -112,5 +113,24 @@ func TestSyncFailsWithoutSelf(t *testing.T) {
 	c, _, _, _ := setup(t, node("b", "10.250.0.11", "10.244.1.0/24"))
 	if err := c.Sync(context.Background(), true); err == nil || !strings.Contains(err.Error(), `"a" is not registered`) {
 		t.Errorf("sync without our own node: %v", err)
+	}
+}
+
+// TestAddressesApplyLive: a reload that changes node.addresses changes the
+// address the vxlan device would use without a restart.
+func TestAddressesApplyLive(t *testing.T) {
+	c, _, _, _ := setup(t, node("a", "10.250.0.10", "10.244.0.0/24"), node("b", "10.250.0.11", "10.244.1.0/24"))
+	cfg := config.Defaults()
+	cfg.Node.Addresses = []string{"192.0.2.10"}
+	if err := c.Reconfigure(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	c.opts.Backend = routes.VXLAN
+	d, err := c.desired()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Device == nil || d.Device.Local.String() != "192.0.2.10" {
+		t.Errorf("vxlan local address after reload: %+v", d.Device)
 	}
 }

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -200,12 +201,10 @@ func (n *Node) Admin(path string) (int, string, error) {
 // operator would, and decodes it into v.
 func (n *Node) Status(ctx context.Context, v any) error {
 	out, err := exec.CommandContext(ctx, n.bin, "status", "--json", "--socket", n.Socket).Output()
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		return fmt.Errorf("nodenet status: %v: %s", err, ee.Stderr)
+	}
 	if err != nil {
-		var ee *exec.ExitError
-		if e, ok := err.(*exec.ExitError); ok {
-			ee = e
-			return fmt.Errorf("nodenet status: %v: %s", err, ee.Stderr)
-		}
 		return fmt.Errorf("nodenet status: %w", err)
 	}
 	return json.Unmarshal(out, v)
