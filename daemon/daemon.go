@@ -36,6 +36,7 @@ import (
 	"github.com/nodenet/nodenet/datapath/pods"
 	"github.com/nodenet/nodenet/datapath/proxier"
 	"github.com/nodenet/nodenet/datapath/routes"
+	"github.com/nodenet/nodenet/policy/enforcer"
 )
 
 const (
@@ -256,7 +257,11 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	if err != nil {
 		return nil, err
 	}
-	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy}, nil
+	enforce, err := enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt, Log: d.log})
+	if err != nil {
+		return nil, err
+	}
+	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy, enforce}, nil
 }
 
 // prefixes parses validated CIDRs.

@@ -1,0 +1,146 @@
+// Package enforcer is the NetworkPolicy component: on any change of
+// NetworkPolicies, Pods, Namespaces or Nodes it builds the policy model
+// (package policy), renders this node's rules and IP sets, and applies them:
+// sets first (so new rules never reference a missing set), then the chains
+// through the shared iptables Manager, then stale sets are removed.
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/nodenet/nodenet/daemon/config"
+	"github.com/nodenet/nodenet/daemon/view"
+	"github.com/nodenet/nodenet/datapath/ipset"
+	"github.com/nodenet/nodenet/datapath/iptables"
+	"github.com/nodenet/nodenet/policy"
+)
+
+// Options configure the component.
+type Options struct {
+	Node     string
+	IPTables map[iptables.Family]*iptables.Manager
+	IPSet    ipset.Runner // nil: the ipset binary
+	Log      *slog.Logger
+}
+
+// Component enforces NetworkPolicies for this node's pods.
+type Component struct {
+	opts Options
+	view *view.View
+	log  *slog.Logger
+
+	mu       sync.Mutex // guards model and isolated
+	model    *policy.Model
+	policies int
+}
+
+// New registers the policy chains with every manager.
+func New(v *view.View, o Options) (*Component, error) {
+	for fam, m := range o.IPTables {
+		if err := m.Register(policy.Owner, policy.Prefixes()...); err != nil {
+			return nil, fmt.Errorf("policy: iptables %v: %w", fam, err)
+		}
+	}
+	if o.IPSet == nil {
+		o.IPSet = ipset.ExecRunner{}
+	}
+	return &Component{opts: o, view: v, log: o.Log.With("component", "policy")}, nil
+}
+
+// Name implements the daemon's Component.
+func (c *Component) Name() string { return "policy" }
+
+// Watches implements the daemon's Component.
+func (c *Component) Watches() []view.Kind {
+	return []view.Kind{view.NetworkPolicies, view.Pods, view.Namespaces}
+}
+
+// LiveKeys implements the daemon's Component.
+func (c *Component) LiveKeys() []string { return nil }
+
+// Reconfigure implements the daemon's Component.
+func (c *Component) Reconfigure(*config.Config) error { return nil }
+
+// Sync recomputes and applies everything.
+func (c *Component) Sync(ctx context.Context, full bool) error {
+	m, n, err := c.build()
+	if err != nil {
+		return err
+	}
+	var sets []ipset.Set
+	chains := map[iptables.Family][]iptables.Chain{}
+	for fam := range c.opts.IPTables {
+		// No NodeIPs: every local address (the bridge's gateway included,
+		// the source of the node's probes to its pods) is exempt.
+		rs := m.Rules(policy.RuleOptions{Family: fam, Node: c.opts.Node})
+		for _, s := range rs.Sets {
+			sets = append(sets, ipset.Set{Name: s.Name, Type: s.Type, Family: s.Family, Members: s.Members})
+		}
+		chains[fam] = rs.Filter
+	}
+	if err := ipset.Apply(ctx, c.opts.IPSet, sets); err != nil {
+		return fmt.Errorf("policy: sets: %w", err)
+	}
+	var errs []error
+	for fam, mgr := range c.opts.IPTables {
+		if err := mgr.Sync(ctx, policy.Owner, chains[fam], full); err != nil {
+			errs = append(errs, fmt.Errorf("policy: %v rules: %w", fam, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := ipset.Prune(ctx, c.opts.IPSet, policy.SetPrefix, sets); err != nil {
+		return fmt.Errorf("policy: remove stale sets: %w", err)
+	}
+	c.mu.Lock()
+	c.model, c.policies = m, n
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Component) build() (*policy.Model, int, error) {
+	nps, err := c.view.NetworkPolicies.List(labels.Everything())
+	if err != nil {
+		return nil, 0, err
+	}
+	corePods, err := c.view.Pods.List(labels.Everything())
+	if err != nil {
+		return nil, 0, err
+	}
+	coreNS, err := c.view.Namespaces.List(labels.Everything())
+	if err != nil {
+		return nil, 0, err
+	}
+	var pods []policy.Pod
+	for _, p := range corePods {
+		if pp, ok := policy.PodFromCore(p); ok {
+			pods = append(pods, pp)
+		}
+	}
+	var nss []policy.Namespace
+	for _, ns := range coreNS {
+		nss = append(nss, policy.Namespace{Name: ns.Name, Labels: ns.Labels})
+	}
+	return policy.Build(nps, pods, nss), len(nps), nil
+}
+
+// Model is the last applied model, for diagnosis; nil before the first sync.
+func (c *Component) Model() *policy.Model {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.model
+}
+
+// Details implements the daemon's status hook.
+func (c *Component) Details() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return map[string]string{"policies": fmt.Sprint(c.policies)}
+}

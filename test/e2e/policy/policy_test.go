@@ -1,0 +1,176 @@
+// Package policy tests NetworkPolicy enforcement end to end: policies from
+// the real control plane, pods on two nodes, reachability checked by
+// connecting.
+package policy
+
+import (
+	"context"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/nodenet/nodenet/daemon/control"
+	"github.com/nodenet/nodenet/test/harness"
+)
+
+var suite harness.Suite
+
+func TestMain(m *testing.M) { os.Exit(harness.RunSuite(m, harness.Options{}, &suite)) }
+
+const port = 8080
+
+// pods are x/a (node 1), x/b (node 2), y/c (node 1).
+var order = []string{"x/a", "x/b", "y/c"}
+
+type world struct {
+	t    *testing.T
+	c    *harness.Cluster
+	pods map[string]*harness.Sandbox
+}
+
+// reach reports whether from can open a TCP connection to to. Denied
+// packets are dropped, so a denial is a timeout; allowed connections on
+// these namespaces complete in well under the timeout.
+func (w *world) reach(from, to string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	conn, err := w.pods[from].NS.DialContext(ctx, "tcp", net.JoinHostPort(w.pods[to].IPs[0].String(), strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// matrix renders reachability as rows "from: to to to" with X = reachable.
+func (w *world) matrix() string {
+	var b strings.Builder
+	for _, from := range order {
+		b.WriteString(from + ":")
+		for _, to := range order {
+			mark := "."
+			if from == to || w.reach(from, to) {
+				mark = "X"
+			}
+			b.WriteString(mark)
+		}
+		b.WriteString(" ")
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// expect polls until the matrix equals want (rules apply asynchronously).
+func (w *world) expect(what, want string) {
+	w.t.Helper()
+	var got string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		got = w.matrix()
+		return got == want, nil
+	})
+	if err != nil {
+		w.t.Fatalf("%s: reachability %q, want %q", what, got, want)
+	}
+}
+
+func (w *world) apply(np *networkingv1.NetworkPolicy) {
+	w.t.Helper()
+	if _, err := suite.CP.Client.NetworkingV1().NetworkPolicies(np.Namespace).Create(context.Background(), np, metav1.CreateOptions{}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) remove(ns, name string) {
+	w.t.Helper()
+	if err := suite.CP.Client.NetworkingV1().NetworkPolicies(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	suite.Require(t)
+	ctx := context.Background()
+	c := suite.StartCluster(t, "np", 2, nil)
+	w := &world{t: t, c: c, pods: map[string]*harness.Sandbox{}}
+	for _, ns := range []string{"x", "y"} {
+		if _, err := suite.CP.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"ns": ns}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = suite.CP.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		})
+	}
+	for i, key := range order {
+		ns, name, _ := strings.Cut(key, "/")
+		node := c.Nodes[[]int{0, 1, 0}[i]].Name
+		pod := harness.EchoPod(ns, name, node, map[string]string{"pod": name}, port, port+1)
+		if _, err := suite.CP.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.Kubelets[node].WaitRunning(ctx, ns, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.pods[key] = sb
+	}
+
+	w.expect("no policies: everything reaches everything", "x/a:XXX x/b:XXX y/c:XXX")
+
+	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny", Namespace: "x"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}})
+	w.expect("default-deny ingress in x", "x/a:X.X x/b:.XX y/c:..X")
+
+	// The node itself still reaches its pods (kubelet probes).
+	n1 := c.Nodes[0]
+	conn, err := n1.NS.DialContext(ctx, "tcp", net.JoinHostPort(w.pods["x/a"].IPs[0].String(), strconv.Itoa(port)))
+	if err != nil {
+		t.Errorf("node %s cannot reach its isolated pod x/a: %v", n1.Name, err)
+	} else {
+		conn.Close()
+	}
+
+	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "from-y", Namespace: "x"},
+		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"ns": "y"}}}},
+		}}}})
+	w.expect("plus allow from namespace y", "x/a:X.X x/b:.XX y/c:XXX")
+
+	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "from-clients", Namespace: "x"},
+		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}}},
+		}}}})
+	w.expect("a pod selector nobody matches yet changes nothing", "x/a:X.X x/b:.XX y/c:XXX")
+	if _, err := suite.CP.Client.CoreV1().Pods("x").Patch(ctx, "b", "application/merge-patch+json",
+		[]byte(`{"metadata":{"labels":{"role":"client"}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.expect("x/b labelled role=client reaches x/a (live label change)", "x/a:X.X x/b:XXX y/c:XXX")
+
+	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "no-egress", Namespace: "y"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}})
+	w.expect("egress deny in y: y/c reaches nobody, replies to others still pass", "x/a:X.X x/b:XXX y/c:..X")
+
+	for _, np := range [][2]string{{"x", "deny"}, {"x", "from-y"}, {"x", "from-clients"}, {"y", "no-egress"}} {
+		w.remove(np[0], np[1])
+	}
+	w.expect("all policies deleted", "x/a:XXX x/b:XXX y/c:XXX")
+
+	var st control.Status
+	if err := n1.Status(ctx, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(st.Components, func(c control.ComponentStatus) bool {
+		return c.Name == "policy" && c.Details["policies"] == "0" && c.LastError == ""
+	}) {
+		t.Errorf("status lacks a healthy policy component: %+v", st.Components)
+	}
+}
