@@ -29,6 +29,8 @@ usage:
   nodenet check-config FILE                   validate a config file; every problem is listed
   nodenet status [--json] [--socket PATH | --config FILE]
                                               ask the running daemon how it is doing
+  nodenet explain SRC DST [--port P] [--proto tcp|udp|sctp] [--json] [--socket PATH | --config FILE]
+                                              may SRC reach DST, and because of which NetworkPolicies?
   nodenet version                             print the version
 
 Run with CNI_COMMAND set (as /opt/cni/bin/nodenet), it is the CNI plugin.
@@ -53,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "explain":
+		return cmdExplain(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "nodenet", buildinfo.String())
 		return 0
@@ -115,24 +119,71 @@ func printProblems(w io.Writer, path string, cerrs *config.Errors) {
 	}
 }
 
-func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("status", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
+// clientFlags adds the flags that find the daemon's control socket.
+func clientFlags(fs *flag.FlagSet) func() *control.Client {
 	socket := fs.String("socket", "", "control socket (default: the config's admin.control_socket)")
 	cfgPath := fs.String("config", defaultConfig, "config file to read the socket path from")
-	if fs.Parse(args) != nil || fs.NArg() > 0 {
-		return 2
-	}
-	path := *socket
-	if path == "" {
-		path = config.Defaults().Admin.ControlSocket
-		if cfg, err := config.Load(*cfgPath); err == nil {
-			path = cfg.Admin.ControlSocket
+	return func() *control.Client {
+		path := *socket
+		if path == "" {
+			path = config.Defaults().Admin.ControlSocket
+			if cfg, err := config.Load(*cfgPath); err == nil {
+				path = cfg.Admin.ControlSocket
+			}
 		}
+		return control.NewClient(path)
+	}
+}
+
+func cmdExplain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("explain", stderr)
+	port := fs.Int("port", 80, "destination port")
+	proto := fs.String("proto", "tcp", "protocol: tcp, udp or sctp")
+	asJSON := fs.Bool("json", false, "print JSON")
+	client := clientFlags(fs)
+	// Flags may follow the two addresses.
+	var pos []string
+	for len(args) > 0 {
+		if fs.Parse(args) != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 2 {
+		fmt.Fprintln(stderr, "usage: nodenet explain SRC DST [--port P] [--proto tcp|udp|sctp]")
+		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := control.NewClient(path).Status(ctx)
+	e, err := client().Explain(ctx, pos[0], pos[1], *proto, *port)
+	if err != nil {
+		fmt.Fprintln(stderr, "nodenet explain:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(e)
+		return 0
+	}
+	e.Render(stdout)
+	return 0
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	client := clientFlags(fs)
+	if fs.Parse(args) != nil || fs.NArg() > 0 {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := client().Status(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "nodenet status:", err)
 		return 1

@@ -59,6 +59,7 @@ type Daemon struct {
 	comps   []*managed
 	pods    *pods.Manager
 	proxy   *proxier.Component
+	policy  *enforcer.Component
 
 	cachesSynced atomic.Bool
 	readyOnce    sync.Once
@@ -135,6 +136,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	}
 	ctlSrv := control.NewServer(d.Status)
 	ctlSrv.Mux.Handle("POST "+cni.Route, cni.NewHandler(d.pods, d.metrics.Registry, log))
+	ctlSrv.Mux.HandleFunc("GET "+control.ExplainPath, d.policy.ServeExplain)
 	go func() {
 		if err := ctlSrv.Serve(ctl); err != nil {
 			log.Error("control socket stopped", "err", err)
@@ -257,11 +259,11 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	if err != nil {
 		return nil, err
 	}
-	enforce, err := enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt, Log: d.log})
+	d.policy, err = enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt, Log: d.log})
 	if err != nil {
 		return nil, err
 	}
-	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy, enforce}, nil
+	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy, d.policy}, nil
 }
 
 // prefixes parses validated CIDRs.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -143,6 +144,21 @@ func TestNetworkPolicy(t *testing.T) {
 			From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"ns": "y"}}}},
 		}}}})
 	w.expect("plus allow from namespace y", "x/a:X.X x/b:.XX y/c:XXX")
+	// The diagnosis command answers from the same model, naming the policy.
+	explain := func(from, to string) string {
+		out, err := exec.Command(suite.Nodenet, "explain", w.pods[from].IPs[0].String(), w.pods[to].IPs[0].String(),
+			"--port", strconv.Itoa(port), "--socket", n1.Socket).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nodenet explain: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := explain("y/c", "x/a"); !strings.Contains(out, "ALLOWED") || !strings.Contains(out, "allowed by x/from-y") {
+		t.Errorf("explain y/c -> x/a:\n%s", out)
+	}
+	if out := explain("x/b", "x/a"); !strings.Contains(out, "DENIED") || !strings.Contains(out, "isolated, no policy allows it") {
+		t.Errorf("explain x/b -> x/a:\n%s", out)
+	}
 
 	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "from-clients", Namespace: "x"},
 		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{
