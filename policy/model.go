@@ -395,3 +395,29 @@ func comparePrefix(a, b netip.Prefix) int {
 	}
 	return cmp.Compare(a.Bits(), b.Bits())
 }
+
+// Isolation is one pod selected by some policy, for status output.
+type Isolation struct {
+	Pod             string   // namespace/name
+	Node            string   // where it runs
+	Ingress, Egress []string // policies isolating it, per direction
+}
+
+// Isolated lists the pods some policy isolates, sorted by namespace/name.
+func (m *Model) Isolated() []Isolation {
+	var out []Isolation
+	for _, p := range m.pods {
+		if len(p.ingress) == 0 && len(p.egress) == 0 {
+			continue
+		}
+		iso := Isolation{Pod: p.key, Node: p.Node}
+		for _, c := range p.ingress {
+			iso.Ingress = append(iso.Ingress, c.key)
+		}
+		for _, c := range p.egress {
+			iso.Egress = append(iso.Egress, c.key)
+		}
+		out = append(out, iso)
+	}
+	return out
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -138,9 +139,30 @@ func (c *Component) Model() *policy.Model {
 	return c.model
 }
 
-// Details implements the daemon's status hook.
+// Details implements the daemon's status hook: the policies, and which of
+// this node's pods they isolate.
 func (c *Component) Details() map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return map[string]string{"policies": fmt.Sprint(c.policies)}
+	d := map[string]string{"policies": fmt.Sprint(c.policies)}
+	if c.model == nil {
+		return d
+	}
+	local := 0
+	for _, iso := range c.model.Isolated() {
+		if iso.Node != c.opts.Node {
+			continue
+		}
+		local++
+		var dirs []string
+		if len(iso.Ingress) > 0 {
+			dirs = append(dirs, "ingress by "+strings.Join(iso.Ingress, ","))
+		}
+		if len(iso.Egress) > 0 {
+			dirs = append(dirs, "egress by "+strings.Join(iso.Egress, ","))
+		}
+		d["isolated "+iso.Pod] = strings.Join(dirs, "; ")
+	}
+	d["isolated pods on this node"] = fmt.Sprint(local)
+	return d
 }

@@ -132,6 +132,16 @@ func TestNetworkPolicy(t *testing.T) {
 
 	// The node itself still reaches its pods (kubelet probes).
 	n1 := c.Nodes[0]
+	// Status lists the isolated local pods and the policies behind them.
+	var st control.Status
+	if err := n1.Status(ctx, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(st.Components, func(c control.ComponentStatus) bool {
+		return c.Name == "policy" && c.Details["isolated x/a"] == "ingress by x/deny" && c.Details["isolated pods on this node"] == "1"
+	}) {
+		t.Errorf("status does not show x/a isolated by x/deny: %+v", st.Components)
+	}
 	conn, err := n1.NS.DialContext(ctx, "tcp", net.JoinHostPort(w.pods["x/a"].IPs[0].String(), strconv.Itoa(port)))
 	if err != nil {
 		t.Errorf("node %s cannot reach its isolated pod x/a: %v", n1.Name, err)
@@ -180,7 +190,6 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 	w.expect("all policies deleted", "x/a:XXX x/b:XXX y/c:XXX")
 
-	var st control.Status
 	if err := n1.Status(ctx, &st); err != nil {
 		t.Fatal(err)
 	}
