@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,5 +199,92 @@ func TestNetworkPolicy(t *testing.T) {
 		return c.Name == "policy" && c.Details["policies"] == "0" && c.LastError == ""
 	}) {
 		t.Errorf("status lacks a healthy policy component: %+v", st.Components)
+	}
+}
+
+// TestRestartStaysClosed: with a default-deny policy in force, nodenet is
+// killed with SIGKILL and restarted on every node while a forbidden
+// connection is attempted continuously; not one may succeed. The rules
+// outlive the process and a restarted daemon replaces them atomically.
+func TestRestartStaysClosed(t *testing.T) {
+	suite.Require(t)
+	ctx := context.Background()
+	c := suite.StartCluster(t, "rs", 2, nil)
+	w := &world{t: t, c: c, pods: map[string]*harness.Sandbox{}}
+	if _, err := suite.CP.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: "rs", Labels: map[string]string{"ns": "rs"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = suite.CP.Client.CoreV1().Namespaces().Delete(context.Background(), "rs", metav1.DeleteOptions{})
+	})
+	for i, name := range []string{"server", "client"} {
+		node := c.Nodes[i].Name
+		pod := harness.EchoPod("rs", name, node, map[string]string{"pod": name}, port, port+1)
+		if _, err := suite.CP.Client.CoreV1().Pods("rs").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		sb, err := c.Kubelets[node].WaitRunning(ctx, "rs", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.pods["rs/"+name] = sb
+	}
+	if !w.reach("rs/client", "rs/server") {
+		t.Fatal("client cannot reach server before any policy")
+	}
+	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny", Namespace: "rs"},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "server"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}})
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return !w.reach("rs/client", "rs/server"), nil
+	})
+	if err != nil {
+		t.Fatal("default-deny never took effect")
+	}
+
+	// Eight probers, so attempts overlap every moment of the restart.
+	stop := make(chan struct{})
+	var attempts, leaks atomic.Int64
+	var probers sync.WaitGroup
+	for range 8 {
+		probers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if w.reach("rs/client", "rs/server") {
+					leaks.Add(1)
+				}
+				attempts.Add(1)
+			}
+		})
+	}
+	for _, n := range c.Nodes {
+		n.Daemon.Kill()
+		if err := n.Start(suite.Nodenet); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := n.WaitReady(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// And on for a while after the restarted daemons have synced.
+	after := attempts.Load() + 16
+	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return attempts.Load() >= after, nil
+	})
+	close(stop)
+	probers.Wait()
+	if err != nil {
+		t.Fatal("probing stalled")
+	}
+	t.Logf("%d forbidden connection attempts across the kill and restart of both daemons, %d succeeded", attempts.Load(), leaks.Load())
+	if leaks.Load() > 0 {
+		t.Errorf("%d of %d forbidden connections succeeded", leaks.Load(), attempts.Load())
 	}
 }
