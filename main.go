@@ -160,17 +160,22 @@ func cmdExplain(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	e, err := client().Explain(ctx, pos[0], pos[1], *proto, *port)
+	return answer("explain", e, err, *asJSON, stdout, stderr)
+}
+
+// answer prints what the daemon said, readable or as JSON.
+func answer(cmd string, v interface{ Render(io.Writer) }, err error, asJSON bool, stdout, stderr io.Writer) int {
 	if err != nil {
-		fmt.Fprintln(stderr, "nodenet explain:", err)
+		fmt.Fprintf(stderr, "nodenet %s: %v\n", cmd, err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(e)
+		_ = enc.Encode(v)
 		return 0
 	}
-	e.Render(stdout)
+	v.Render(stdout)
 	return 0
 }
 
@@ -184,16 +189,5 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := client().Status(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, "nodenet status:", err)
-		return 1
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
-		return 0
-	}
-	st.Render(stdout)
-	return 0
+	return answer("status", st, err, *asJSON, stdout, stderr)
 }
