@@ -9,7 +9,7 @@ CLUSTER_BIN = $(shell test/cluster/build.sh)
 
 export CGO_ENABLED := 0
 
-.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni
+.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni bench-proxy
 all: build
 
 build:
@@ -53,3 +53,8 @@ clean:
 # CNI ADD/DEL latency and throughput, nodenet against bridge + host-local.
 bench-cni: build cluster
 	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/cni
+
+# Service proxy: cold start, endpoint-change latency, connection rate, CPU
+# and memory, nodenet against kube-proxy (iptables and nftables modes).
+bench-proxy: build cluster
+	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/proxy $(BENCH_ARGS)

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/nodenet/nodenet/test/harness"
+)
+
+// agent is one Service proxy under test: how to start it on a fresh node,
+// and how to ask the node's kernel whether a given endpoint is programmed.
+type agent struct {
+	name string // column header
+	key  string // node name prefix
+	// start runs the agent inside n's namespace.
+	start func(n *harness.Node) (*harness.Proc, error)
+	// endpointQuery lists the one chain that DNATs svc's traffic to ep; it
+	// fails while the chain does not exist.
+	endpointQuery func(svc string, ep netip.Addr) []string
+	// dumpQuery prints the agent's whole nat ruleset.
+	dumpQuery []string
+	iptables  bool // the ruleset is iptables (restorable with iptables-restore)
+	// syncs reads the agent's own sync metrics by kind (full, partial).
+	syncs func(n *harness.Node) (map[string]syncSum, error)
+}
+
+// agents are nodenet, kube-proxy in iptables mode and in nftables mode.
+func agents(nodenetBin, kubeProxyBin, kubeconfig, clusterCIDR string) []*agent {
+	kubeProxy := func(mode string) func(*harness.Node) (*harness.Proc, error) {
+		return func(n *harness.Node) (*harness.Proc, error) {
+			return harness.StartProc(n.NS, "kube-proxy-"+n.Name, filepath.Join(n.Dir, "kube-proxy.log"), kubeProxyBin,
+				"--kubeconfig", kubeconfig,
+				"--hostname-override", n.Name,
+				"--cluster-cidr", clusterCIDR,
+				"--proxy-mode", mode,
+				// Only the node's own namespace: no global sysctls.
+				"--conntrack-max-per-core=0", "--conntrack-min=0",
+				"--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
+				"--oom-score-adj=0",
+				"--metrics-bind-address", "127.0.0.1:10249",
+				"--healthz-bind-address", "127.0.0.1:10256",
+			)
+		}
+	}
+	sep := func(chain func(string, netip.Addr) string) func(string, netip.Addr) []string {
+		return func(svc string, ep netip.Addr) []string {
+			return []string{"iptables", "-w", "-t", "nat", "-S", chain(svc, ep)}
+		}
+	}
+	return []*agent{
+		{
+			name: "nodenet", key: "nn",
+			start: func(n *harness.Node) (*harness.Proc, error) {
+				// Info, not the harness' debug: logging must not weigh on the timing.
+				cfg := strings.Replace(n.DefaultConfig(""), `level = "debug"`, `level = "info"`, 1)
+				if err := n.WriteConfig(cfg); err != nil {
+					return nil, err
+				}
+				if err := n.Start(nodenetBin); err != nil {
+					return nil, err
+				}
+				return n.Daemon, nil
+			},
+			endpointQuery: sep(nodenetSEP),
+			dumpQuery:     []string{"iptables-save", "-t", "nat"},
+			iptables:      true,
+			syncs:         nodenetSyncs,
+		},
+		{
+			name: "kube-proxy iptables", key: "ipt",
+			start:         kubeProxy("iptables"),
+			endpointQuery: sep(kubeProxySEP),
+			dumpQuery:     []string{"iptables-save", "-t", "nat"},
+			iptables:      true,
+			syncs:         kubeProxySyncs,
+		},
+		{
+			name: "kube-proxy nftables", key: "nft",
+			start: kubeProxy("nftables"),
+			// v1.37 has no per-endpoint chains: the service chain DNATs
+			// through a numgen map of its endpoints.
+			endpointQuery: func(svc string, _ netip.Addr) []string {
+				return []string{"nft", "list", "chain", "ip", "kube-proxy", kubeProxyNFTService(svc)}
+			},
+			dumpQuery: []string{"nft", "list", "table", "ip", "kube-proxy"},
+			syncs:     kubeProxySyncs,
+		},
+	}
+}
+
+// Chain names, as each agent derives them (datapath/proxy/names.go;
+// kubernetes v1.37.2 pkg/proxy/iptables and pkg/proxy/nftables).
+
+func b32sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base32.StdEncoding.EncodeToString(sum[:])
+}
+
+func epString(ep netip.Addr) string { return netip.AddrPortFrom(ep, endpointPort).String() }
+
+func nodenetSEP(svc string, ep netip.Addr) string {
+	return "NODENET-SEP-" + b32sha(benchNS + "/" + svc + ":" + portName + "/tcp/" + epString(ep))[:16]
+}
+
+func kubeProxySEP(svc string, ep netip.Addr) string {
+	return "KUBE-SEP-" + b32sha(benchNS + "/" + svc + ":" + portName + "tcp" + epString(ep))[:16]
+}
+
+func kubeProxyNFTService(svc string) string {
+	base := fmt.Sprintf("%s/%s/tcp/%s", benchNS, svc, portName)
+	return "service-" + b32sha(base)[:8] + "-" + base
+}
+
+// inNS runs a command inside ns without `ip netns exec` (which also
+// remounts /sys): the child is forked from an OS thread switched into the
+// namespace, and inherits it. This keeps the 1 ms polls cheap.
+func inNS(ns *harness.NS, argv []string) (string, error) {
+	var out []byte
+	err := ns.Do(func() error {
+		var err error
+		out, err = exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		return err
+	})
+	if err != nil {
+		return string(out), fmt.Errorf("in %s: %s: %w: %s", ns.Name, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// dnatTarget matches an endpoint in a DNAT statement as iptables-save
+// prints it (--to-destination 10.0.0.1:8080) and as nft prints it in a
+// numgen map (10.0.0.1 . 8080) or alone (dnat to 10.0.0.1:8080).
+var dnatTarget = regexp.MustCompile(`(?:^|[ ,{])(\d+\.\d+\.\d+\.\d+)(?::| \. )` + strconv.Itoa(endpointPort) + `\b`)
+
+// dnatEndpoints lists the endpoints of the DNAT statements in a dump.
+func dnatEndpoints(dump string) []string {
+	var out []string
+	for line := range strings.SplitSeq(dump, "\n") {
+		// Whole words: chain names are base32 hashes and may hold "DNAT".
+		if !strings.Contains(line, "-j DNAT ") && !strings.Contains(line, " dnat ") {
+			continue
+		}
+		for _, m := range dnatTarget.FindAllStringSubmatch(line, -1) {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// programmed reports whether the agent's chain for (svc, ep) is in the
+// kernel and DNATs to ep.
+func (a *agent) programmed(ns *harness.NS, svc string, ep netip.Addr) bool {
+	out, err := inNS(ns, a.endpointQuery(svc, ep))
+	return err == nil && slices.Contains(dnatEndpoints(out), ep.String())
+}
+
+// countDNAT counts the endpoints DNATed to in the agent's whole nat ruleset.
+func (a *agent) countDNAT(ns *harness.NS) (int, error) {
+	out, err := inNS(ns, a.dumpQuery)
+	if err != nil {
+		return 0, err
+	}
+	return len(dnatEndpoints(out)), nil
+}
+
+// procStats are a process' CPU time (own, and of its waited-for children:
+// iptables-restore, nft) and peak resident memory.
+type procStats struct {
+	cpuSelf, cpuChildren float64 // seconds
+	peakRSS              int64   // bytes
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+func readProcStats(pid int) (procStats, error) {
+	var s procStats
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	// Fields after the ")" closing the command name: state is field 3, so
+	// utime (14), stime (15), cutime (16), cstime (17) are f[11..14].
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(f) < 15 {
+		return s, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	var t [4]float64
+	for i := range t {
+		v, err := strconv.ParseInt(f[11+i], 10, 64)
+		if err != nil {
+			return s, fmt.Errorf("/proc/%d/stat field %d: %w", pid, 14+i, err)
+		}
+		t[i] = float64(v) / clockTicks
+	}
+	s.cpuSelf, s.cpuChildren = t[0]+t[1], t[2]+t[3]
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("/proc/%d/status VmHWM %q: %w", pid, v, err)
+			}
+			s.peakRSS = kb * 1024
+		}
+	}
+	return s, nil
+}
+
+// writeAdminKubeconfig writes admin credentials that work from any node
+// namespace (cp.AdminKubeconfig points at 127.0.0.1 in the control plane's).
+func writeAdminKubeconfig(admin *rest.Config, server, path string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["bench"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: admin.CAData}
+	cfg.AuthInfos["bench"] = &clientcmdapi.AuthInfo{ClientCertificateData: admin.CertData, ClientKeyData: admin.KeyData}
+	cfg.Contexts["bench"] = &clientcmdapi.Context{Cluster: "bench", AuthInfo: "bench"}
+	cfg.CurrentContext = "bench"
+	return clientcmd.WriteToFile(*cfg, path)
+}
