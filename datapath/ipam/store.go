@@ -62,12 +62,12 @@ func parseRecord(data []byte) (record, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return record{}, fmt.Errorf("decode owner record: %w", err)
 	}
-	if err := r.validate(); err != nil {
-		return record{}, err
-	}
 	// One instant, one encoding: Open compares the records of an
 	// allocation's files by their canonical encoding.
 	r.Since = r.Since.UTC()
+	if err := r.validate(); err != nil {
+		return record{}, err
+	}
 	return r, nil
 }
 
@@ -84,6 +84,9 @@ func (r record) validate() error {
 	}
 	if r.Since.IsZero() {
 		errs = append(errs, errors.New("missing since"))
+	} else if y := r.Since.Year(); y < 1 || y > 9999 {
+		// An offset can push a parsable time out of what JSON encodes.
+		errs = append(errs, fmt.Errorf("since %d: year out of range", y))
 	}
 	switch len(r.Addrs) {
 	case 1, 2:
