@@ -43,7 +43,7 @@ func (b *bench) restoreCost(ctx context.Context, n *harness.Node) (time.Duration
 // restoreOneChain times `iptables-restore --noflush` rewriting one of the
 // agent's chains with its own content (the endpoint chain the latency
 // phase wrote last), with the whole ruleset in place: the floor of any
-// partial sync that goes through iptables-restore. Median of 5.
+// partial sync that goes through iptables-restore. Median of 3.
 func restoreOneChain(ctx context.Context, a *agent, n *harness.Node, svc string, ep netip.Addr) (time.Duration, error) {
 	rules, err := inNS(n.NS, a.endpointQuery(svc, ep))
 	if err != nil {
@@ -60,7 +60,7 @@ func restoreOneChain(ctx context.Context, a *agent, n *harness.Node, svc string,
 	}
 	payload.WriteString("COMMIT\n")
 	var ds []time.Duration
-	for range 5 {
+	for range 3 {
 		err := n.NS.Do(func() error {
 			c := exec.CommandContext(ctx, "iptables-restore", "-w", "--noflush")
 			c.Stdin = strings.NewReader(payload.String())
