@@ -130,8 +130,10 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 			t.Errorf("%s: missing from %s", key, examplePath)
 		}
 	}
-	if len(leafKeys()) != 30 {
-		t.Errorf("leafKeys() = %d keys, want 30: %v", len(leafKeys()), leafKeys())
+	// A floor, not a pin: sections grow, but a reflection walk that
+	// silently finds fewer keys must fail.
+	if len(leafKeys()) < 30 {
+		t.Errorf("leafKeys() = %d keys, want at least 30: %v", len(leafKeys()), leafKeys())
 	}
 }
 
