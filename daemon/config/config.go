@@ -27,6 +27,7 @@ type Config struct {
 	Reconcile  Reconcile  `toml:"reconcile"`
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
+	Ingress    Ingress    `toml:"ingress"`
 }
 
 // Node identifies this machine in the cluster.
@@ -178,6 +179,7 @@ func Defaults() Config {
 		Reconcile:  defaultReconcile(),
 		Log:        defaultLog(),
 		Admin:      defaultAdmin(),
+		Ingress:    defaultIngress(),
 	}
 }
 

@@ -57,6 +57,19 @@ func TestDefaults(t *testing.T) {
 		},
 		Log:   Log{Level: "info", Format: "text"},
 		Admin: Admin{Listen: "127.0.0.1:9490", ControlSocket: "/run/nodenet/nodenet.sock"},
+		Ingress: Ingress{
+			Enabled:           true,
+			HTTPListen:        ":80",
+			HTTPSListen:       ":443",
+			LoadBalancing:     "round-robin",
+			AccessLog:         true,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    1 << 20,
+			MaxBodySize:       "1m",
+			EjectionTime:      30 * time.Second,
+			StatusAddresses:   []string{},
+		},
 	}
 	got := Defaults()
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -184,6 +197,21 @@ format = "json"
 [admin]
 listen = ""
 control_socket = "/run/nn.sock"
+
+[ingress]
+enabled = false
+http_listen = "127.0.0.1:8080"
+https_listen = "[::1]:8443"
+load_balancing = "least-requests"
+default_certificate = "/etc/nodenet/tls.crt"
+default_key = "/etc/nodenet/tls.key"
+access_log = false
+read_header_timeout = "5s"
+idle_timeout = "2m"
+max_header_bytes = 65536
+max_body_size = "8m"
+ejection_time = "10s"
+status_addresses = ["192.0.2.10", "2001:db8::10"]
 `
 	want := Config{
 		Node:       Node{Name: "worker-7", Addresses: []string{"192.0.2.7", "2001:db8::7"}},
@@ -202,6 +230,10 @@ control_socket = "/run/nn.sock"
 		Reconcile: Reconcile{RetryInterval: 500 * time.Millisecond, MaxInterval: 5 * time.Minute},
 		Log:       Log{Level: "debug", Format: "json"},
 		Admin:     Admin{ControlSocket: "/run/nn.sock"},
+		Ingress: Ingress{HTTPListen: "127.0.0.1:8080", HTTPSListen: "[::1]:8443", LoadBalancing: "least-requests",
+			DefaultCertificate: "/etc/nodenet/tls.crt", DefaultKey: "/etc/nodenet/tls.key",
+			ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 65536,
+			MaxBodySize: "8m", EjectionTime: 10 * time.Second, StatusAddresses: []string{"192.0.2.10", "2001:db8::10"}},
 	}
 	got, err := Parse([]byte(in))
 	if err != nil {
@@ -324,7 +356,8 @@ func TestDiffNil(t *testing.T) {
 	// Every default is non-zero except network.mtu and the empty lists.
 	want := []string{}
 	for _, k := range leafKeysSorted() {
-		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" && k != "proxy.node_port_addresses" && k != "proxy.masquerade_all" {
+		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" && k != "proxy.node_port_addresses" && k != "proxy.masquerade_all" &&
+			k != "ingress.default_certificate" && k != "ingress.default_key" && k != "ingress.status_addresses" {
 			want = append(want, k)
 		}
 	}

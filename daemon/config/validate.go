@@ -32,6 +32,7 @@ func (c *Config) problems() []Problem {
 	c.Reconcile.validate(&section{name: "reconcile", out: &ps})
 	c.Log.validate(&section{name: "log", out: &ps})
 	c.Admin.validate(&section{name: "admin", out: &ps})
+	c.Ingress.validate(&section{name: "ingress", out: &ps})
 	return ps
 }
 
@@ -233,7 +234,7 @@ const maxSocketPath = 107
 
 func (a Admin) validate(s *section) {
 	if a.Listen != "" {
-		validateListen(s, a.Listen)
+		listenKey(s, "listen", a.Listen)
 	}
 	switch {
 	case a.ControlSocket == "":
@@ -245,21 +246,22 @@ func (a Admin) validate(s *section) {
 	}
 }
 
-func validateListen(s *section, listen string) {
+// listenKey checks the host:port at key.
+func listenKey(s *section, key, listen string) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
-		s.add("listen", "%q is not host:port: %v", listen, err)
+		s.add(key, "%q is not host:port: %v", listen, err)
 		return
 	}
 	// Only numeric ports: service names depend on /etc/services.
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		s.add("listen", "port must be a number between 1 and 65535, got %q", port)
+		s.add(key, "port must be a number between 1 and 65535, got %q", port)
 	}
 	// No host names other than localhost: resolving one at start-up would
 	// make the daemon depend on DNS before it has a network.
 	if host != "" && host != "localhost" {
 		if _, err := netip.ParseAddr(host); err != nil {
-			s.add("listen", `host must be empty (all addresses), "localhost" or an IP address, got %q`, host)
+			s.add(key, `host must be empty (all addresses), "localhost" or an IP address, got %q`, host)
 		}
 	}
 }

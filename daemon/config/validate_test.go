@@ -78,6 +78,20 @@ func TestValidate(t *testing.T) {
 		{"cni chain ok", func(c *Config) { c.CNI.Chain = []string{`{"type":"portmap","capabilities":{"portMappings":true}}`} }, nil},
 		{"cni chain not json", func(c *Config) { c.CNI.Chain = []string{`portmap`} }, []string{"cni.chain[0]: is not a JSON object: ..."}},
 		{"cni chain no type", func(c *Config) { c.CNI.Chain = []string{`{"name":"x"}`} }, []string{`cni.chain[0]: has no "type" naming the plugin`}},
+
+		// ingress
+		{"ingress listeners off", func(c *Config) { c.Ingress.HTTPListen, c.Ingress.HTTPSListen = "", "" }, nil},
+		{"ingress http listen bad", func(c *Config) { c.Ingress.HTTPListen = "80" }, []string{`ingress.http_listen: "80" is not host:port: ...`}},
+		{"ingress https listen port", func(c *Config) { c.Ingress.HTTPSListen = ":https" }, []string{`ingress.https_listen: port must be a number between 1 and 65535, got "https"`}},
+		{"ingress listeners equal", func(c *Config) { c.Ingress.HTTPSListen = ":80" }, []string{`ingress.https_listen: must differ from http_listen, both are ":80"`}},
+		{"ingress lb", func(c *Config) { c.Ingress.LoadBalancing = "ewma" }, []string{`ingress.load_balancing: must be one of round-robin, least-requests, got "ewma"`}},
+		{"ingress cert without key", func(c *Config) { c.Ingress.DefaultCertificate = "/x.crt" }, []string{"ingress.default_key: default_certificate and default_key must be set together (or both empty for a self-signed certificate)"}},
+		{"ingress timeouts", func(c *Config) { c.Ingress.ReadHeaderTimeout, c.Ingress.IdleTimeout, c.Ingress.EjectionTime = 0, -1, 0 }, []string{
+			"ingress.ejection_time: must be > 0, got 0s", "ingress.idle_timeout: must be > 0, got -1ns", "ingress.read_header_timeout: must be > 0 (it stops slowloris clients), got 0s"}},
+		{"ingress header bytes", func(c *Config) { c.Ingress.MaxHeaderBytes = 100 }, []string{"ingress.max_header_bytes: must be at least 4096, got 100"}},
+		{"ingress body size", func(c *Config) { c.Ingress.MaxBodySize = "1t" }, []string{`ingress.max_body_size: size must be a number with an optional unit k, m or g, e.g. "1m", got "1t"`}},
+		{"ingress body size unlimited", func(c *Config) { c.Ingress.MaxBodySize = "0" }, nil},
+		{"ingress status address", func(c *Config) { c.Ingress.StatusAddresses = []string{"192.0.2.1", "lb.example"} }, []string{`ingress.status_addresses[1]: "lb.example" is not an IP address without zone`}},
 		{"mtu auto", func(c *Config) { c.Network.MTU = 0 }, nil},
 		{"mtu ipv4 min", func(c *Config) { c.Network.MTU = 576 }, nil},
 		{"mtu ipv4 max", func(c *Config) { c.Network.MTU = 9216 }, nil},
@@ -168,5 +182,24 @@ func TestValidateNilWhenValid(t *testing.T) {
 	// err != nil checks fire on a valid config.
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate() = %#v, want untyped nil", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"100", 100, true}, {"8k", 8 << 10, true}, {"8K", 8 << 10, true},
+		{"1m", 1 << 20, true}, {"2G", 2 << 30, true},
+		{"", 0, false}, {"m", 0, false}, {"-1", 0, false}, {"+1", 0, false}, {"1.5m", 0, false},
+		{"1mb", 0, false}, {"99999999999999999999", 0, false}, {"9999999999g", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
 	}
 }
