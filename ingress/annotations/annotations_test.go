@@ -52,7 +52,9 @@ func TestParse(t *testing.T) {
 		{"cookie name bad", map[string]string{Prefix + "session-cookie-name": "a;b"}, def,
 			[]string{Prefix + `session-cookie-name: invalid value "a;b": must be a cookie name (letters, digits, - and _); ignored`}},
 		{"timeouts", map[string]string{Prefix + "proxy-connect-timeout": "5", Prefix + "proxy-read-timeout": "2m", Prefix + "proxy-send-timeout": "500ms"},
-			with(func(c *Config) { c.ConnectTimeout, c.ReadTimeout, c.SendTimeout = 5*time.Second, 2*time.Minute, 500*time.Millisecond }), nil},
+			with(func(c *Config) {
+				c.ConnectTimeout, c.ReadTimeout, c.SendTimeout = 5*time.Second, 2*time.Minute, 500*time.Millisecond
+			}), nil},
 		{"timeout bad", map[string]string{Prefix + "proxy-read-timeout": "0"}, def,
 			[]string{Prefix + `proxy-read-timeout: invalid value "0": must be seconds (e.g. "60") or a duration (e.g. "1m") between 1ms and 24h; ignored`}},
 		{"body size", map[string]string{Prefix + "proxy-body-size": "8m"}, with(func(c *Config) { c.BodySize = 8 << 20 }), nil},
