@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -120,6 +121,22 @@ func (e *HTTPEcho) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+}
+
+// Shutdown stops listening and waits until the requests in flight are
+// answered, as a server that exits gracefully on SIGTERM; upgraded
+// connections are closed. Close still has to be called.
+func (e *HTTPEcho) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, s := range e.servers {
+		errs = append(errs, s.Shutdown(ctx))
+	}
+	e.mu.Lock()
+	for c := range e.hijacked {
+		_ = c.Close()
+	}
+	e.mu.Unlock()
+	return errors.Join(errs...)
 }
 
 func (e *HTTPEcho) handle(w http.ResponseWriter, r *http.Request) {
