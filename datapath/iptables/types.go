@@ -103,19 +103,31 @@ var commands = map[string]bool{
 
 // validate checks the chain on its own; cross-chain checks are the Manager's.
 func (c Chain) validate() error {
+	_, err := c.check()
+	return err
+}
+
+// check validates c and returns its rules' jumps to chains of ours.
+func (c Chain) check() ([]jump, error) {
 	if !c.Table.valid() {
-		return fmt.Errorf("chain %s: unknown table %q", c.Name, c.Table)
+		return nil, fmt.Errorf("chain %s: unknown table %q", c.Name, c.Table)
 	}
 	if err := ValidateChainName(c.Name); err != nil {
-		return err
+		return nil, err
 	}
 	var errs []error
+	var jumps []jump
 	for i, r := range c.Rules {
-		if _, err := r.args(); err != nil {
+		args, err := r.args()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s %s rule %d: %w", c.Table, c.Name, i+1, err))
+			continue
+		}
+		if t, _ := savefmt.Target(args); strings.HasPrefix(t, ChainPrefix) {
+			jumps = append(jumps, jump{rule: i + 1, target: t})
 		}
 	}
-	return errors.Join(errs...)
+	return jumps, errors.Join(errs...)
 }
 
 // args tokenizes the rule and rejects what cannot be a single rule.

@@ -53,6 +53,8 @@ type Component struct {
 	health *healthServer
 	rules  *prometheus.GaugeVec
 
+	memos map[iptables.Family]*memo // used by Sync only
+
 	mu      sync.Mutex // guards udp and ports
 	udp     udpBackends
 	ports   int
@@ -70,7 +72,7 @@ func New(v *view.View, o Options) (*Component, error) {
 		o.Conntrack = kernelConntrack{}
 	}
 	log := o.Log.With("component", "proxy")
-	c := &Component{opts: o, view: v, log: log, health: newHealthServer(log),
+	c := &Component{opts: o, view: v, log: log, health: newHealthServer(log), memos: map[iptables.Family]*memo{},
 		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nodenet_proxy_rules",
 			Help: "iptables rules the Service proxy programs, by family and table."}, []string{"family", "table"})}
 	if o.Registry != nil {
@@ -117,11 +119,10 @@ func (c *Component) Sync(ctx context.Context, full bool) error {
 	healthLocal := map[int]map[netip.Addr]bool{}
 	total, skipped := 0, 0
 	for fam, m := range c.opts.IPTables {
-		ports := proxy.Build(svcs, slices, proxy.Options{Node: c.opts.Node, Family: fam})
-		ports, n := c.inRange(ports)
-		skipped += n
-		total += len(ports)
-		rs, err := proxy.Compile(ports, proxy.CompileOptions{
+		if c.memos[fam] == nil || full {
+			c.memos[fam] = &memo{} // a full sync trusts nothing cached
+		}
+		out, err := c.compile(c.memos[fam], svcs, slices, proxy.Options{Node: c.opts.Node, Family: fam}, proxy.CompileOptions{
 			Family: fam, ClusterCIDRs: c.opts.ClusterCIDRs, NodeIPs: familyAddrs(nodeIPs, fam),
 			MasqueradeAll: c.opts.MasqueradeAll, MasqMark: masqMark,
 		})
@@ -129,6 +130,9 @@ func (c *Component) Sync(ctx context.Context, full bool) error {
 			errs = append(errs, fmt.Errorf("compile %v: %w", fam, err))
 			continue
 		}
+		ports, rs := out.ports, out.rules
+		skipped += out.skipped
+		total += len(ports)
 		chains := append(append([]iptables.Chain{}, rs.NAT...), rs.Filter...)
 		if err := m.Sync(ctx, Owner, chains, full); err != nil {
 			errs = append(errs, fmt.Errorf("program %v: %w", fam, err))

@@ -97,8 +97,26 @@ const (
 // targetPort arrives, resolved per endpoint by the EndpointSlice
 // controller.
 func Build(services []*corev1.Service, epSlices []*discoveryv1.EndpointSlice, o Options) []ServicePort {
+	bySvc := SlicesByService(epSlices, o.Family)
+	var out []ServicePort
+	for _, svc := range services {
+		if svc == nil {
+			continue
+		}
+		out = append(out, BuildService(svc, bySvc[svc.Namespace+"/"+svc.Name], o)...)
+	}
+	slices.SortFunc(out, func(a, b ServicePort) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name),
+			strings.Compare(a.PortName, b.PortName), strings.Compare(string(a.Protocol), string(b.Protocol)))
+	})
+	return out
+}
+
+// SlicesByService groups the slices of fam by "namespace/service", each
+// group sorted by slice name.
+func SlicesByService(epSlices []*discoveryv1.EndpointSlice, fam iptables.Family) map[string][]*discoveryv1.EndpointSlice {
 	want := discoveryv1.AddressTypeIPv4
-	if o.Family == iptables.IPv6 {
+	if fam == iptables.IPv6 {
 		want = discoveryv1.AddressTypeIPv6
 	}
 	bySvc := map[string][]*discoveryv1.EndpointSlice{}
@@ -106,35 +124,35 @@ func Build(services []*corev1.Service, epSlices []*discoveryv1.EndpointSlice, o 
 		if s == nil || s.AddressType != want || s.Labels[discoveryv1.LabelServiceName] == "" {
 			continue
 		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		k := s.Namespace + "/" + name
+		k := s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]
 		bySvc[k] = append(bySvc[k], s)
 	}
-	var out []ServicePort
-	for _, svc := range services {
-		if svc == nil || !proxied(svc) {
-			continue
-		}
-		cip := clusterIP(svc, o.Family)
-		if !cip.IsValid() {
-			continue
-		}
-		ss := bySvc[svc.Namespace+"/"+svc.Name]
+	for _, ss := range bySvc {
 		slices.SortFunc(ss, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
-		for _, p := range svc.Spec.Ports {
-			proto := Protocol(cmp.Or(p.Protocol, corev1.ProtocolTCP))
-			if proto != TCP && proto != UDP && proto != SCTP {
-				continue
-			}
-			sp := servicePort(svc, p, proto, cip, o.Family)
-			sp.Endpoints = endpoints(ss, p.Name, proto, o.Node)
-			out = append(out, sp)
-		}
 	}
-	slices.SortFunc(out, func(a, b ServicePort) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name),
-			strings.Compare(a.PortName, b.PortName), strings.Compare(string(a.Protocol), string(b.Protocol)))
-	})
+	return bySvc
+}
+
+// BuildService is Build for one Service and its slices of o.Family (as
+// SlicesByService groups them), in the order of its ports.
+func BuildService(svc *corev1.Service, ss []*discoveryv1.EndpointSlice, o Options) []ServicePort {
+	if !proxied(svc) {
+		return nil
+	}
+	cip := clusterIP(svc, o.Family)
+	if !cip.IsValid() {
+		return nil
+	}
+	var out []ServicePort
+	for _, p := range svc.Spec.Ports {
+		proto := Protocol(cmp.Or(p.Protocol, corev1.ProtocolTCP))
+		if proto != TCP && proto != UDP && proto != SCTP {
+			continue
+		}
+		sp := servicePort(svc, p, proto, cip, o.Family)
+		sp.Endpoints = endpoints(ss, p.Name, proto, o.Node)
+		out = append(out, sp)
+	}
 	return out
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,11 +33,11 @@ func (c *compiler) finish() Ruleset {
 		// the RETURN above guarantees are set), so that a packet that
 		// traverses POSTROUTING again (re-encapsulated, for instance) is
 		// not masqueraded twice.
-		iptables.Chain{Table: iptables.TableNAT, Name: ChainPost, Rules: []iptables.Rule{
-			iptables.Rule("-m mark ! --mark " + markArg + " -j RETURN"),
-			iptables.Rule("-j MARK --set-xmark " + hexMark(val) + "/0x0"),
+		iptables.Chain{Table: iptables.TableNAT, Name: ChainPost, Rules: append(c.hairpinRules(),
+			iptables.Rule("-m mark ! --mark "+markArg+" -j RETURN"),
+			iptables.Rule("-j MARK --set-xmark "+hexMark(val)+"/0x0"),
 			iptables.Rule(`-m comment --comment "nodenet: service traffic requiring SNAT" -j MASQUERADE --random-fully`),
-		}},
+		)},
 	)
 	if c.usesMNP {
 		mnp := iptables.Chain{Table: iptables.TableNAT, Name: ChainMarkNonPod}
@@ -67,6 +68,19 @@ func (c *compiler) finish() Ruleset {
 	slices.SortFunc(nat, byName)
 	slices.SortFunc(filter, byName)
 	return Ruleset{NAT: nat, Filter: filter}
+}
+
+// hairpinRules mark a local endpoint's connection to a service that chose
+// the endpoint itself: without SNAT it would answer itself directly and
+// drop the reply. Only POSTROUTING sees source and chosen endpoint
+// together, and only local endpoints can be both.
+func (c *compiler) hairpinRules() []iptables.Rule {
+	var rules []iptables.Rule
+	for _, ip := range slices.SortedFunc(maps.Keys(c.hairpin), netip.Addr.Compare) {
+		h := hostPrefix(ip)
+		rules = append(rules, iptables.Rule("-s "+h+" -d "+h+` -m comment --comment "nodenet: hairpin" -j `+ChainMark))
+	}
+	return rules
 }
 
 // nodePorts builds the node-port root chain name (nil when no entry) and

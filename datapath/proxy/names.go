@@ -37,7 +37,7 @@ const (
 	prefixSVL  = "NODENET-SVL-" // nat: node-local endpoint selection
 	prefixEXT  = "NODENET-EXT-" // nat: traffic to node ports, external and LB IPs
 	prefixFW   = "NODENET-FW-"  // nat: loadBalancerSourceRanges of a service port
-	prefixSEP  = "NODENET-SEP-" // nat: one endpoint (DNAT)
+	prefixSEP  = "NODENET-SEP-" // nat: one endpoint; earlier versions only, removed by the first full sync
 	prefixSD   = "NODENET-SD-"  // nat: destination dispatch tree node
 	prefixNP   = "NODENET-NP-"  // nat: node-port dispatch tree node
 	prefixFD   = "NODENET-FD-"  // filter: destination dispatch tree node
@@ -70,7 +70,10 @@ func (sp *ServicePort) chainSVL() string { return prefixSVL + hash16(sp.portKey(
 func (sp *ServicePort) chainEXT() string { return prefixEXT + hash16(sp.portKey()) }
 func (sp *ServicePort) chainFW() string  { return prefixFW + hash16(sp.portKey()) }
 
-func (sp *ServicePort) chainSEP(e Endpoint) string {
+// affinityList names the -m recent list of the clients that chose e. It
+// is the name of the endpoint chain earlier versions had, so an upgrade
+// keeps the affinity of established clients.
+func (sp *ServicePort) affinityList(e Endpoint) string {
 	return prefixSEP + hash16(sp.portKey()+"/"+hostPort(e))
 }
 

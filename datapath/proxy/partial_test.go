@@ -39,9 +39,9 @@ func changed(a, b Ruleset) []string {
 }
 
 // TestEndpointChurnIsLocal: changing the endpoints of one service port
-// (while it keeps some) changes only its SVC/SVL and SEP chains, never the
-// dispatch trees or other services' chains, and a partial Sync writes
-// exactly those.
+// (while it keeps some) changes only its SVC/SVL chains, plus the hairpin
+// rules when its local endpoints change, never the dispatch trees or other
+// services' chains, and a partial Sync writes exactly those.
 func TestEndpointChurnIsLocal(t *testing.T) {
 	ports := syntheticPorts(300)
 	ports[7].ExternalLocal = true // with a node port: SVC, SVL and EXT chains
@@ -73,16 +73,19 @@ func TestEndpointChurnIsLocal(t *testing.T) {
 			if len(diff) == 0 {
 				t.Fatal("nothing changed")
 			}
-			own := func(name string) bool {
-				if name == "nat/"+sp.chainSVC() || name == "nat/"+sp.chainSVL() {
-					return true
-				}
-				for _, e := range append(slices.Clone(ports[7].Endpoints), sp.Endpoints...) {
-					if name == "nat/"+sp.chainSEP(e) {
-						return true
+			locals := func(eps []Endpoint) (ips []string) {
+				for _, e := range eps {
+					if e.Local && (e.Ready || e.Serving) {
+						ips = append(ips, e.IP.String())
 					}
 				}
-				return false
+				slices.Sort(ips)
+				return ips
+			}
+			hairpinChanged := !slices.Equal(locals(ports[7].Endpoints), locals(sp.Endpoints))
+			own := func(name string) bool {
+				return name == "nat/"+sp.chainSVC() || name == "nat/"+sp.chainSVL() ||
+					hairpinChanged && name == "nat/"+ChainPost
 			}
 			for _, name := range diff {
 				if !own(name) {
