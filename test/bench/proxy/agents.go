@@ -27,8 +27,9 @@ type agent struct {
 	key  string // node name prefix
 	// start runs the agent inside n's namespace.
 	start func(n *harness.Node) (*harness.Proc, error)
-	// endpointQuery lists the one chain that DNATs svc's traffic to ep; it
-	// fails while the chain does not exist.
+	// endpointQuery lists the one chain that DNATs svc's traffic to ep
+	// (the endpoint's own chain or the service's); it fails while the
+	// chain does not exist.
 	endpointQuery func(svc string, ep netip.Addr) []string
 	// dumpQuery prints the agent's whole nat ruleset.
 	dumpQuery []string
@@ -74,7 +75,8 @@ func agents(nodenetBin, kubeProxyBin, kubeconfig, clusterCIDR string) []*agent {
 				}
 				return n.Daemon, nil
 			},
-			endpointQuery: sep(nodenetSEP),
+			// No per-endpoint chains: the service chain DNATs itself.
+			endpointQuery: sep(func(svc string, _ netip.Addr) string { return nodenetSVC(svc) }),
 			dumpQuery:     []string{"iptables-save", "-t", "nat"},
 			iptables:      true,
 			syncs:         nodenetSyncs,
@@ -111,8 +113,8 @@ func b32sha(s string) string {
 
 func epString(ep netip.Addr) string { return netip.AddrPortFrom(ep, endpointPort).String() }
 
-func nodenetSEP(svc string, ep netip.Addr) string {
-	return "NODENET-SEP-" + b32sha(benchNS + "/" + svc + ":" + portName + "/tcp/" + epString(ep))[:16]
+func nodenetSVC(svc string) string {
+	return "NODENET-SVC-" + b32sha(benchNS + "/" + svc + ":" + portName + "/tcp")[:16]
 }
 
 func kubeProxySEP(svc string, ep netip.Addr) string {

@@ -49,6 +49,7 @@ type options struct {
 	connWorkers   int
 	createWorkers int
 	syncTimeout   time.Duration
+	agents        []string // keys of the agents to run; all when empty
 }
 
 func main() {
@@ -62,7 +63,10 @@ func main() {
 	flag.IntVar(&o.connWorkers, "conn-workers", 8, "concurrent connecting workers")
 	flag.IntVar(&o.createWorkers, "workers", 16, "concurrent API creates")
 	flag.DurationVar(&o.syncTimeout, "sync-timeout", 10*time.Minute, "longest wait for an agent's cold start")
+	var only string
+	flag.StringVar(&only, "agents", "nn,ipt,nft", "agents to run: nn (nodenet), ipt (kube-proxy iptables), nft (kube-proxy nftables)")
 	flag.Parse()
+	o.agents = strings.Split(only, ",")
 	if quick {
 		sizes, o.changes, o.connDuration = "100,500", 20, 2*time.Second
 	}
@@ -152,8 +156,12 @@ func run(ctx context.Context, o options) (err error) {
 	if err := objs.setup(ctx, host.IP); err != nil {
 		return err
 	}
+	all := agents(bin, filepath.Join(cp.Bin, "kube-proxy"), kubeconfig, cp.Opts.ClusterCIDR)
 	b := &bench{opts: o, cp: cp, objs: objs,
-		agents: agents(bin, filepath.Join(cp.Bin, "kube-proxy"), kubeconfig, cp.Opts.ClusterCIDR)}
+		agents: slices.DeleteFunc(all, func(a *agent) bool { return !slices.Contains(o.agents, a.key) })}
+	if len(b.agents) == 0 {
+		return fmt.Errorf("-agents %s: none of nn, ipt, nft", strings.Join(o.agents, ","))
+	}
 	rep := &report{opts: o, agents: b.agents, cold: map[int][]result{}}
 	steps := append([]int{connSmall}, o.sizes...)
 	largest := o.sizes[len(o.sizes)-1]
