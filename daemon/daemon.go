@@ -36,6 +36,7 @@ import (
 	"github.com/nodenet/nodenet/datapath/pods"
 	"github.com/nodenet/nodenet/datapath/proxier"
 	"github.com/nodenet/nodenet/datapath/routes"
+	"github.com/nodenet/nodenet/ingress/controller"
 	"github.com/nodenet/nodenet/policy/enforcer"
 )
 
@@ -60,6 +61,8 @@ type Daemon struct {
 	pods    *pods.Manager
 	proxy   *proxier.Component
 	policy  *enforcer.Component
+	ingress *controller.Component
+	client  kubernetes.Interface
 
 	cachesSynced atomic.Bool
 	readyOnce    sync.Once
@@ -117,6 +120,7 @@ func (d *Daemon) run(ctx context.Context) error {
 			log.Warn("API server unreachable; running on the last known state", "server", restCfg.Host, "err", d.health.Snapshot().LastError)
 		}
 	})
+	d.client = client
 	d.view = view.New(client, cfg.Kubernetes.ResyncPeriod, d.health, log)
 	d.metrics.Registry.MustRegister(newViewCollector(d.view))
 
@@ -155,6 +159,7 @@ func (d *Daemon) run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { d.health.Probe(runCtx, client.Discovery().RESTClient(), apiProbeInterval) })
+	wg.Go(func() { d.ingress.Run(runCtx) })
 	d.view.Start(runCtx)
 	wg.Go(func() {
 		if !d.view.WaitForSync(runCtx) {
@@ -263,7 +268,12 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	if err != nil {
 		return nil, err
 	}
-	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy, d.policy}, nil
+	d.ingress, err = controller.New(d.view, controller.Options{Node: cfg.Node.Name, Config: cfg.Ingress,
+		Client: d.client, Registry: d.metrics.Registry, Log: d.log})
+	if err != nil {
+		return nil, err
+	}
+	return []Component{nodeinfo.New(d.view, cfg), d.pods, inter, d.proxy, d.policy, d.ingress}, nil
 }
 
 // prefixes parses validated CIDRs.
@@ -302,7 +312,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc, wg *sync.WaitGroup, ctl *co
 		errs = append(errs, fmt.Errorf("components did not stop within %s", shutdownGrace))
 	}
 	d.proxy.Close()
-	errs = append(errs, ctl.Shutdown(ctx), d.admin.Shutdown(ctx))
+	errs = append(errs, d.ingress.Close(ctx), ctl.Shutdown(ctx), d.admin.Shutdown(ctx))
 	err := errors.Join(errs...)
 	if err != nil {
 		d.log.Error("shutdown", "err", err)

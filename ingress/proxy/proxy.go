@@ -1,0 +1,384 @@
+// Package proxy is the ingress http.Handler: it matches each request
+// against the current route table (swapped atomically, so a change never
+// touches a request in flight), applies the route's annotations (source
+// ranges, redirects, body size, canary, cookie affinity, rewrite) and
+// reverse-proxies to a pod endpoint picked round-robin or by least requests,
+// skipping endpoints that recently failed and retrying idempotent requests
+// on another endpoint when a connection cannot be made.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nodenet/nodenet/ingress/annotations"
+	"github.com/nodenet/nodenet/ingress/routes"
+)
+
+// Defaults of the per-Ingress timeouts, as ingress-nginx's.
+const (
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultReadTimeout    = 60 * time.Second
+	DefaultSendTimeout    = 60 * time.Second
+)
+
+// maxTries bounds the endpoints one idempotent request tries.
+const maxTries = 3
+
+// Options are the handler settings that config reloads may change.
+type Options struct {
+	LeastRequests bool
+	MaxBodySize   int64 // bytes, 0 unlimited; proxy-body-size overrides
+	EjectionTime  time.Duration
+	AccessLog     bool
+	// HTTPSPort is the port redirects to HTTPS name (443 is left out).
+	HTTPSPort int
+}
+
+// Handler is the ingress reverse proxy.
+type Handler struct {
+	log     *slog.Logger
+	metrics *Metrics
+	pool    *pool
+	state   atomic.Pointer[state]
+	opts    atomic.Pointer[Options]
+	proxies map[string]*httputil.ReverseProxy // by backend protocol
+	closers []func()
+}
+
+// New returns a handler serving an empty table.
+func New(o Options, m *Metrics, log *slog.Logger) *Handler {
+	h := &Handler{log: log, metrics: m, pool: newPool(), proxies: map[string]*httputil.ReverseProxy{}}
+	h.opts.Store(&o)
+	h.Swap(routes.Empty())
+	for proto, tr := range transports(h) {
+		rt := &retryTransport{h: h, next: tr}
+		h.closers = append(h.closers, tr.CloseIdleConnections)
+		flush := time.Duration(0)
+		if proto == annotations.GRPC || proto == annotations.GRPCS || proto == annotations.H2C {
+			flush = -1 // streams: every frame goes out at once
+		}
+		h.proxies[proto] = &httputil.ReverseProxy{Rewrite: rewrite, Transport: rt, FlushInterval: flush,
+			ErrorHandler: h.proxyError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	}
+	return h
+}
+
+// Swap publishes a new route table; requests already matched finish on the
+// table they matched.
+func (h *Handler) Swap(t *routes.Table) {
+	h.state.Store(h.pool.link(t, h.metrics))
+}
+
+// Table returns the table being served.
+func (h *Handler) Table() *routes.Table { return h.state.Load().table }
+
+// SetOptions applies reloaded settings to the following requests.
+func (h *Handler) SetOptions(o Options) { h.opts.Store(&o) }
+
+// Close closes idle upstream connections.
+func (h *Handler) Close() {
+	for _, c := range h.closers {
+		c()
+	}
+}
+
+// call is one request's proxying state, shared with the transport through
+// the request context.
+type call struct {
+	route   *routes.Route
+	backend *routes.Backend
+	bal     *balancer
+	stats   *stats
+	up      *upstream
+	tried   [maxTries]*upstream
+	ntried  int
+	retry   bool // idempotent without body: may go to another endpoint
+	opts    *Options
+	status  int // upstream status
+	upTime  time.Duration
+	connect time.Duration
+	read    time.Duration
+	send    time.Duration
+	errCode int // set by the transport for the error handler
+}
+
+type callKey struct{}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	opts := h.opts.Load()
+	st := h.state.Load()
+	rec := &recorder{ResponseWriter: w}
+	route := st.table.Match(r.Host, r.URL.Path)
+	var c *call
+	if route == nil {
+		http.NotFound(rec, r)
+	} else {
+		c = &call{route: route, opts: opts}
+		h.serve(rec, r, st.links[route], c)
+	}
+	h.finish(rec, r, c, start)
+}
+
+func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
+	s := &c.route.Settings
+	if len(s.SourceRanges) > 0 && !allowed(s.SourceRanges, r.RemoteAddr) {
+		c.stats = l.stats
+		http.Error(w, "403 forbidden", http.StatusForbidden)
+		return
+	}
+	if r.TLS == nil && (s.ForceSSLRedirect || (s.SSLRedirect && c.route.TLS)) {
+		c.stats = l.stats
+		http.Redirect(w, r, httpsURL(r, c.opts.HTTPSPort), http.StatusPermanentRedirect)
+		return
+	}
+	limit := c.opts.MaxBodySize
+	if s.BodySize >= 0 {
+		limit = s.BodySize
+	}
+	if limit > 0 {
+		if r.ContentLength > limit {
+			c.stats = l.stats
+			http.Error(w, "413 request entity too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		if r.ContentLength < 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+	}
+
+	c.bal, c.stats, c.backend = l.bal, l.stats, c.route.Backend
+	if cn := c.route.Canary; cn != nil && l.canaryBal.size() > 0 && useCanary(cn, r) {
+		c.bal, c.stats, c.backend = l.canaryBal, l.canaryStats, cn.Backend
+	}
+	now := nowNano()
+	affinity := s.Affinity == "cookie"
+	if affinity {
+		if ck, err := r.Cookie(s.SessionCookieName); err == nil {
+			c.up = c.bal.byID(ck.Value, now)
+		}
+	}
+	if c.up == nil {
+		c.up = c.bal.pick(c.opts.LeastRequests, now, nil)
+		if c.up == nil {
+			http.Error(w, "503 service unavailable: no endpoints", http.StatusServiceUnavailable)
+			return
+		}
+		if affinity {
+			http.SetCookie(w, &http.Cookie{Name: s.SessionCookieName, Value: c.up.id, Path: cookiePath(c.route), HttpOnly: true})
+		}
+	}
+	c.tried[0], c.ntried = c.up, 1
+	c.up.inflight.Add(1)
+	defer func() { c.up.inflight.Add(-1) }()
+	c.retry = idempotent(r.Method) && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0)
+	c.connect, c.read, c.send = orDefault(s.ConnectTimeout, DefaultConnectTimeout), orDefault(s.ReadTimeout, DefaultReadTimeout), orDefault(s.SendTimeout, DefaultSendTimeout)
+
+	rp := h.proxies[c.backend.Protocol]
+	// The handler owns r: the rewrite reads the upstream and path from it.
+	r.URL.Path = c.route.Rewrite(r.URL.Path)
+	r.URL.RawPath = ""
+	rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+}
+
+func useCanary(cn *routes.Canary, r *http.Request) bool {
+	if cn.Header != "" {
+		v := r.Header.Get(cn.Header)
+		if cn.HeaderValue != "" {
+			if v == cn.HeaderValue {
+				return true
+			}
+		} else {
+			switch v {
+			case "always":
+				return true
+			case "never":
+				return false
+			}
+		}
+	}
+	return canaryRoll(cn.Weight, cn.WeightTotal)
+}
+
+// rewrite builds the upstream request: endpoint address, forwarded headers.
+// The client's Host header is kept, as ingress-nginx does.
+func rewrite(pr *httputil.ProxyRequest) {
+	c := pr.In.Context().Value(callKey{}).(*call)
+	pr.Out.URL.Scheme = "http"
+	if p := c.backend.Protocol; p == annotations.HTTPS || p == annotations.GRPCS {
+		pr.Out.URL.Scheme = "https"
+	}
+	pr.Out.URL.Host = c.up.addr
+	// Client-sent X-Forwarded-* are not trusted: the client is who connected.
+	pr.SetXForwarded()
+	ip, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
+	pr.Out.Header.Set("X-Real-IP", ip)
+	pr.Out.Header.Set("Forwarded", forwarded(ip, pr.In))
+}
+
+// forwarded renders RFC 7239's Forwarded header for the client.
+func forwarded(ip string, r *http.Request) string {
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	if strings.IndexByte(ip, ':') >= 0 {
+		ip = `"[` + ip + `]"`
+	}
+	return "for=" + ip + ";host=" + strconv.Quote(r.Host) + ";proto=" + proto
+}
+
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	c, _ := r.Context().Value(callKey{}).(*call)
+	code := http.StatusBadGateway
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		code = http.StatusRequestEntityTooLarge
+	case c != nil && c.errCode != 0:
+		code = c.errCode
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		code = 499 // the client went away (nginx's code); nothing is written
+	}
+	h.log.Debug("ingress upstream error", "host", r.Host, "path", r.URL.Path, "upstream", upstreamAddr(c), "code", code, "err", err)
+	if code == 499 {
+		w.WriteHeader(code)
+		return
+	}
+	http.Error(w, strconv.Itoa(code)+" "+http.StatusText(code), code)
+}
+
+func upstreamAddr(c *call) string {
+	if c == nil || c.up == nil {
+		return ""
+	}
+	return c.up.addr
+}
+
+func (h *Handler) finish(rec *recorder, r *http.Request, c *call, start time.Time) {
+	code := rec.status
+	if code == 0 && c != nil {
+		code = c.status // an upgrade: the proxy wrote the response itself
+	}
+	elapsed := time.Since(start)
+	var s *stats
+	if c != nil {
+		s = c.stats
+	}
+	if s == nil {
+		s = h.metrics.get("", "")
+	}
+	s.count(code)
+	s.duration.Observe(elapsed.Seconds())
+	if c != nil && c.upTime > 0 {
+		s.upstream.Observe(c.upTime.Seconds())
+	}
+	if !h.opts.Load().AccessLog {
+		return
+	}
+	attrs := []slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("method", r.Method), slog.String("host", r.Host),
+		slog.String("uri", r.RequestURI), slog.String("proto", r.Proto), slog.Int("status", code), slog.Int64("bytes", rec.bytes),
+		slog.Duration("duration", elapsed)}
+	if c != nil {
+		attrs = append(attrs, slog.String("ingress", c.route.Ingress), slog.String("upstream", upstreamAddr(c)))
+		if s != nil {
+			attrs = append(attrs, slog.String("service", s.key.service))
+		}
+		if c.upTime > 0 {
+			attrs = append(attrs, slog.Duration("upstream_time", c.upTime))
+		}
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
+}
+
+func allowed(ranges []netip.Prefix, remote string) bool {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	for _, p := range ranges {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func httpsURL(r *http.Request, port int) string {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+		if strings.IndexByte(h, ':') >= 0 {
+			host = "[" + h + "]"
+		}
+	}
+	if port != 0 && port != 443 {
+		host = net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+	}
+	return "https://" + host + r.URL.RequestURI()
+}
+
+func cookiePath(r *routes.Route) string {
+	if r.PathType == routes.Regex || r.Path == "" {
+		return "/"
+	}
+	return r.Path
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// recorder notes the status and size of the response for logs and metrics.
+// Unwrap lets http.ResponseController reach Flush and Hijack (upgrades).
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
