@@ -155,6 +155,10 @@ func dnatEndpoints(dump string) []string {
 		if !strings.Contains(line, "-j DNAT ") && !strings.Contains(line, " dnat ") {
 			continue
 		}
+		if _, to, ok := strings.Cut(line, "-j DNAT --to-destination "); ok {
+			// iptables: only the target; comments may name endpoints too.
+			line = " " + to
+		}
 		for _, m := range dnatTarget.FindAllStringSubmatch(line, -1) {
 			out = append(out, m[1])
 		}

@@ -99,6 +99,9 @@ func testUpdatesUnderLoad(t *testing.T, w *world) {
 				return err
 			}
 			ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service.Name = svc
+			if ing.Annotations == nil {
+				ing.Annotations = map[string]string{}
+			}
 			ing.Annotations["test/update"] = strings.Repeat("x", i%5)
 			_, err = ings.Update(ctx, ing, metav1.UpdateOptions{})
 			return err
