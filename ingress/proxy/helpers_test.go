@@ -151,7 +151,6 @@ func do(h http.Handler, method, target string, body io.Reader, hdr ...string) *h
 	return w.Result()
 }
 
-
 // testServer is a backend on a real listener.
 type testServer struct{ addr string }
 
