@@ -200,9 +200,10 @@ type load struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 
-	mu       sync.Mutex // guards failures and accept
+	accept []string // pods whose answers count as success
+
+	mu       sync.Mutex // guards failures
 	failures []string   // the first few, with time
-	accept   []string   // pods whose answers count as success
 }
 
 type loadOpts struct {
@@ -232,23 +233,15 @@ func (w *world) startLoad(o loadOpts) *load {
 }
 
 func (l *load) record(res result) {
+	if res.err == nil && res.code == http.StatusOK && slices.Contains(l.accept, res.pod()) {
+		l.ok.Add(1)
+		return
+	}
+	l.failed.Add(1)
 	l.mu.Lock()
-	good := res.err == nil && res.code == http.StatusOK && slices.Contains(l.accept, res.pod())
-	if !good && len(l.failures) < 10 {
+	if len(l.failures) < 10 {
 		l.failures = append(l.failures, time.Now().Format("15:04:05.000")+" "+res.String())
 	}
-	l.mu.Unlock()
-	if good {
-		l.ok.Add(1)
-	} else {
-		l.failed.Add(1)
-	}
-}
-
-// setAccept changes which pods count as good answers.
-func (l *load) setAccept(pods ...string) {
-	l.mu.Lock()
-	l.accept = pods
 	l.mu.Unlock()
 }
 
