@@ -25,17 +25,51 @@ type endpoint struct {
 type generation struct {
 	srv *http.Server
 	ln  *chanListener
+	// active counts its open connections; idle closes once it drains to 0.
+	active   atomic.Int64
+	drain    atomic.Bool
+	idle     chan struct{}
+	idleOnce sync.Once
+}
+
+// The accept loop counts a connection before handing it over (so draining
+// never sees 0 while one is on its way); its close or hijack uncounts it.
+func (g *generation) connState(c net.Conn, st http.ConnState) {
+	if st == http.StateClosed || st == http.StateHijacked {
+		g.release()
+	}
+}
+
+func (g *generation) release() {
+	if g.active.Add(-1) == 0 && g.drain.Load() {
+		g.idleOnce.Do(func() { close(g.idle) })
+	}
+}
+
+// draining marks g as retiring; idle closes when no connection is left.
+func (g *generation) draining() {
+	g.drain.Store(true)
+	if g.active.Load() == 0 {
+		g.idleOnce.Do(func() { close(g.idle) })
+	}
 }
 
 func (ep *endpoint) start(s *Server, o Options, isTLS bool) {
+	g := &generation{ln: newChanListener(ep.ln.Addr()), idle: make(chan struct{})}
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
-		ConnState:         s.connState,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			g.connState(c, st)
+			if s.connState != nil {
+				s.connState(c, st)
+			}
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	g.srv = srv
 	var p http.Protocols
 	p.SetHTTP1(true)
 	if isTLS {
@@ -45,7 +79,6 @@ func (ep *endpoint) start(s *Server, o Options, isTLS bool) {
 		p.SetUnencryptedHTTP2(true) // gRPC clients without TLS
 	}
 	srv.Protocols = &p
-	g := &generation{srv: srv, ln: newChanListener(ep.ln.Addr())}
 	ep.cur.Store(g)
 	go func() {
 		var err error
@@ -78,7 +111,13 @@ func (ep *endpoint) acceptLoop(log *slog.Logger) {
 		delay = 0
 		// A generation replaced between Load and deliver refuses the
 		// connection; its successor is already stored, so retry.
-		for !ep.cur.Load().ln.deliver(conn) {
+		for {
+			g := ep.cur.Load()
+			g.active.Add(1)
+			if g.ln.deliver(conn) {
+				break
+			}
+			g.release()
 			if ep.retired.Load() {
 				conn.Close()
 				break

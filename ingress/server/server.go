@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -82,6 +84,13 @@ func (s *Server) apply(name string, cur *endpoint, addr string, o Options, isTLS
 		return cur, nil
 	}
 	ln, err := net.Listen("tcp", addr)
+	if err != nil && cur != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(cur.ln.Addr(), addr) {
+		// Say ":80" became "0.0.0.0:80": the old socket holds the port,
+		// so it must go first (new connections are refused briefly).
+		s.retire(cur)
+		cur = nil
+		ln, err = net.Listen("tcp", addr)
+	}
 	if err != nil {
 		err = fmt.Errorf("ingress: %s listener %s: %w", name, addr, err)
 		s.errs[name] = err.Error()
@@ -99,6 +108,12 @@ func (s *Server) apply(name string, cur *endpoint, addr string, o Options, isTLS
 	return ep, nil
 }
 
+func samePort(a net.Addr, addr string) bool {
+	_, p, err := net.SplitHostPort(addr)
+	ta, ok := a.(*net.TCPAddr)
+	return err == nil && ok && p == strconv.Itoa(ta.Port)
+}
+
 // handOver starts a server with the new settings on ep's socket and lets
 // the old one drain.
 func (s *Server) handOver(ep *endpoint, o Options, isTLS bool) {
@@ -113,9 +128,23 @@ func (s *Server) retire(ep *endpoint) {
 	s.drain(ep.cur.Load())
 }
 
+// drain retires a generation without dropping a request: no new
+// connection reaches it, each of its connections closes after its current
+// response, and once they are gone (or a new connection has had the
+// read-header timeout to send its request) Shutdown finishes the rest,
+// HTTP/2 ones with GOAWAY. Shutdown right away would drop requests on
+// connections accepted but not yet read: net/http closes those unanswered.
 func (s *Server) drain(g *generation) {
 	g.ln.close()
+	g.srv.SetKeepAlivesEnabled(false)
+	g.draining()
 	s.wg.Go(func() {
+		t := time.NewTimer(g.srv.ReadHeaderTimeout)
+		defer t.Stop()
+		select {
+		case <-g.idle:
+		case <-t.C:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		defer cancel()
 		if err := g.srv.Shutdown(ctx); err != nil {
@@ -153,22 +182,14 @@ func (s *Server) Errors() map[string]string {
 // Shutdown stops accepting and waits for requests in flight, until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	var gens []*generation
 	for _, ep := range []*endpoint{s.http, s.https} {
 		if ep != nil {
-			ep.retired.Store(true)
-			ep.ln.Close()
-			g := ep.cur.Load()
-			g.ln.close()
-			gens = append(gens, g)
+			s.retire(ep)
 		}
 	}
 	s.http, s.https = nil, nil
 	s.mu.Unlock()
 	var errs []error
-	for _, g := range gens {
-		errs = append(errs, g.srv.Shutdown(ctx))
-	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
