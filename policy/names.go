@@ -66,7 +66,56 @@ func egressSet(fam string) string      { return SetPrefix + "EGRESS-" + fam }
 func truncate(s string, n int) string  { return s[:min(len(s), n)] }
 func quote(s string) string            { return `"` + s + `"` }
 func joinComment(keys []string) string { return quote(truncate(strings.Join(keys, ","), 255)) }
+
+// Denied-packet log prefixes: "nodenet-deny <direction> <ns/name>". The
+// NFLOG prefix holds at most 63 bytes (64 with the NUL); a longer one ends
+// in the pod key's start, then " #" and PodHash(key), so a reader can still
+// resolve the pod. Keys never contain spaces or '#'.
+const (
+	logMagic     = "nodenet-deny"
+	maxLogPrefix = 63
+)
+
 func logPrefix(d direction, key string) string {
-	// NFLOG prefixes hold 63 characters.
-	return quote(truncate("nodenet-policy drop "+d.String()+" "+key, 63))
+	p := logMagic + " " + d.String() + " " + key
+	if len(p) > maxLogPrefix {
+		tail := " #" + hash16(key)
+		p = p[:maxLogPrefix-len(tail)] + tail
+	}
+	return quote(p)
+}
+
+// PodHash is the 16-character hash of a pod key ("ns/name") that names its
+// chains and ends a truncated log prefix.
+func PodHash(key string) string { return hash16(key) }
+
+// LogPrefix is a decoded denied-packet log prefix.
+type LogPrefix struct {
+	Direction string // "ingress" or "egress": the isolation that denied it
+	// Pod is the isolated pod's key "ns/name", or only its start when
+	// Hash is set.
+	Pod string
+	// Hash is PodHash of the full key when Pod was truncated, else "".
+	Hash string
+}
+
+// ParseLogPrefix decodes a prefix written by the log rules (without the
+// quotes); ok is false for anything else.
+func ParseLogPrefix(s string) (p LogPrefix, ok bool) {
+	f := strings.Split(s, " ")
+	if len(f) < 3 || len(f) > 4 || f[0] != logMagic || f[2] == "" {
+		return LogPrefix{}, false
+	}
+	if f[1] != ingress.String() && f[1] != egress.String() {
+		return LogPrefix{}, false
+	}
+	p = LogPrefix{Direction: f[1], Pod: f[2]}
+	if len(f) == 4 {
+		h, found := strings.CutPrefix(f[3], "#")
+		if !found || len(h) != 16 {
+			return LogPrefix{}, false
+		}
+		p.Hash = h
+	}
+	return p, true
 }

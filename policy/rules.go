@@ -25,9 +25,21 @@ type RuleOptions struct {
 	// address). Empty means every local address (-m addrtype --src-type
 	// LOCAL).
 	NodeIPs []netip.Addr
-	// LogDenied adds a rate-limited NFLOG (group 0) before each DROP.
+	// LogDenied adds an NFLOG rule before each pod chain's DROP, limited
+	// per chain to LogRate (iptables limit syntax, "" = "10/minute") with
+	// LogBurst (0 = 5), sent to NFLOG group LogGroup with the prefix of
+	// ParseLogPrefix.
 	LogDenied bool
+	LogRate   string
+	LogBurst  int
+	LogGroup  uint16
 }
+
+// Defaults of the log rule's limit.
+const (
+	DefaultLogRate  = "10/minute"
+	DefaultLogBurst = 5
+)
 
 // Validate reports every problem of o.
 func (o RuleOptions) Validate() error {
@@ -37,6 +49,13 @@ func (o RuleOptions) Validate() error {
 	}
 	if o.Node == "" {
 		errs = append(errs, errors.New("node: empty"))
+	}
+	// The rate goes into the restore payload as one word.
+	if strings.ContainsAny(o.LogRate, " \t\n\"") {
+		errs = append(errs, fmt.Errorf("log rate: invalid %q", o.LogRate))
+	}
+	if o.LogBurst < 0 {
+		errs = append(errs, fmt.Errorf("log burst: negative %d", o.LogBurst))
 	}
 	return errors.Join(errs...)
 }
@@ -217,10 +236,18 @@ func (c *rulesCompiler) podChain(p *podInfo, d direction) iptables.Chain {
 		ch.Rules = append(ch.Rules, allows[k].render(dir)...)
 	}
 	if c.o.LogDenied {
-		ch.Rules = append(ch.Rules, iptables.Rule("-m limit --limit 10/min -j NFLOG --nflog-prefix "+logPrefix(d, p.key)))
+		ch.Rules = append(ch.Rules, c.logRule(d, p.key))
 	}
 	ch.Rules = append(ch.Rules, "-j DROP")
 	return ch
+}
+
+// logRule is the NFLOG rule of a pod chain; the limit is per rule, so
+// per pod and direction.
+func (c *rulesCompiler) logRule(d direction, key string) iptables.Rule {
+	rate, burst := cmp.Or(c.o.LogRate, DefaultLogRate), cmp.Or(c.o.LogBurst, DefaultLogBurst)
+	return iptables.Rule(fmt.Sprintf("-m limit --limit %s --limit-burst %d -j NFLOG --nflog-group %d --nflog-prefix %s",
+		rate, burst, c.o.LogGroup, logPrefix(d, key)))
 }
 
 // render writes an allow as RETURN rules: one, or several when more than

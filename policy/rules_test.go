@@ -209,7 +209,8 @@ func goldenCases() []struct {
 				{From: []peerT{podsP(all())}},
 			},
 			Egress: []out{{To: []peerT{podsIn(all(), lbl("pod", "a"))}}},
-		})), RuleOptions{Family: iptables.IPv6, Node: "node-2", NodeIPs: []netip.Addr{nodeIP(2, true), netip.MustParseAddr("fd00:244:2::1")}}},
+		})), RuleOptions{Family: iptables.IPv6, Node: "node-2", NodeIPs: []netip.Addr{nodeIP(2, true), netip.MustParseAddr("fd00:244:2::1")},
+			LogDenied: true, LogRate: "2/second", LogBurst: 3, LogGroup: 100}},
 	}
 }
 
@@ -276,5 +277,9 @@ func TestRuleOptionsValidate(t *testing.T) {
 	}
 	if err := (RuleOptions{Family: iptables.IPv6, Node: "n"}).Validate(); err != nil {
 		t.Error(err)
+	}
+	err = RuleOptions{Family: iptables.IPv4, Node: "n", LogRate: `1/s" -j ACCEPT`, LogBurst: -1}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "log rate") || !strings.Contains(err.Error(), "log burst") {
+		t.Errorf("Validate() = %v, want log rate and burst problems", err)
 	}
 }

@@ -153,7 +153,7 @@ func (t *ruleTracer) match(rule string, p tracePacket) (matched bool, verb, targ
 				in = in || (l <= p.dport && p.dport <= h)
 			}
 			matched = matched && in
-		case "--comment", "--limit", "--nflog-prefix":
+		case "--comment", "--limit", "--limit-burst", "--nflog-group", "--nflog-prefix":
 			next()
 		case "-j", "-g":
 			verb, target = opt, next()
