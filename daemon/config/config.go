@@ -28,6 +28,7 @@ type Config struct {
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
 	Ingress    Ingress    `toml:"ingress"`
+	Policy     Policy     `toml:"policy"`
 }
 
 // Node identifies this machine in the cluster.
@@ -180,6 +181,7 @@ func Defaults() Config {
 		Log:        defaultLog(),
 		Admin:      defaultAdmin(),
 		Ingress:    defaultIngress(),
+		Policy:     defaultPolicy(),
 	}
 }
 

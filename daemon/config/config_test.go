@@ -70,6 +70,7 @@ func TestDefaults(t *testing.T) {
 			EjectionTime:      30 * time.Second,
 			StatusAddresses:   []string{},
 		},
+		Policy: Policy{LogDenied: true, LogRate: "10/minute", LogBurst: 5, NFLOGGroup: 100},
 	}
 	got := Defaults()
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -212,6 +213,12 @@ max_header_bytes = 65536
 max_body_size = "8m"
 ejection_time = "10s"
 status_addresses = ["192.0.2.10", "2001:db8::10"]
+
+[policy]
+log_denied = false
+log_rate = "2/second"
+log_burst = 20
+nflog_group = 7
 `
 	want := Config{
 		Node:       Node{Name: "worker-7", Addresses: []string{"192.0.2.7", "2001:db8::7"}},
@@ -234,6 +241,7 @@ status_addresses = ["192.0.2.10", "2001:db8::10"]
 			DefaultCertificate: "/etc/nodenet/tls.crt", DefaultKey: "/etc/nodenet/tls.key",
 			ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 65536,
 			MaxBodySize: "8m", EjectionTime: 10 * time.Second, StatusAddresses: []string{"192.0.2.10", "2001:db8::10"}},
+		Policy: Policy{LogRate: "2/second", LogBurst: 20, NFLOGGroup: 7},
 	}
 	got, err := Parse([]byte(in))
 	if err != nil {

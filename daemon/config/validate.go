@@ -33,6 +33,7 @@ func (c *Config) problems() []Problem {
 	c.Log.validate(&section{name: "log", out: &ps})
 	c.Admin.validate(&section{name: "admin", out: &ps})
 	c.Ingress.validate(&section{name: "ingress", out: &ps})
+	c.Policy.validate(&section{name: "policy", out: &ps})
 	return ps
 }
 
