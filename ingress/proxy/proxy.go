@@ -10,6 +10,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -110,6 +111,7 @@ type call struct {
 	read    time.Duration
 	send    time.Duration
 	errCode int // set by the transport for the error handler
+	rawBody io.ReadCloser // the request body under a size limit
 }
 
 type callKey struct{}
@@ -149,10 +151,11 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 	if limit > 0 {
 		if r.ContentLength > limit {
 			c.stats = l.stats
-			http.Error(w, "413 request entity too large", http.StatusRequestEntityTooLarge)
+			tooLarge(w, r.Body)
 			return
 		}
 		if r.ContentLength < 0 {
+			c.rawBody = r.Body
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 	}
@@ -244,6 +247,10 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
+		if c != nil && c.rawBody != nil {
+			tooLarge(w, c.rawBody)
+			return
+		}
 		code = http.StatusRequestEntityTooLarge
 	case c != nil && c.errCode != 0:
 		code = c.errCode
@@ -299,6 +306,28 @@ func (h *Handler) finish(rec *recorder, r *http.Request, c *call, start time.Tim
 		}
 	}
 	h.log.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
+}
+
+// Lingering after a 413, as nginx's lingering_close: the client is
+// probably still sending; closing at once would reset the connection and
+// the client could lose the answer.
+const (
+	lingerTime = 5 * time.Second
+	lingerMax  = 64 << 20
+)
+
+// tooLarge answers 413, then reads and discards what the client still sends
+// (bounded) before the connection closes.
+func tooLarge(w http.ResponseWriter, body io.Reader) {
+	rc := http.NewResponseController(w)
+	_ = rc.EnableFullDuplex() // HTTP/1: read the body after answering
+	w.Header().Set("Connection", "close")
+	http.Error(w, "413 request entity too large", http.StatusRequestEntityTooLarge)
+	if rc.Flush() != nil {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, body, lingerMax)
 }
 
 func allowed(ranges []netip.Prefix, remote string) bool {

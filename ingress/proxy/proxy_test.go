@@ -257,6 +257,24 @@ func TestBodyLimit(t *testing.T) {
 			t.Errorf("%s chunked=%v: %d, want %d", tt.host, tt.chunked, resp.StatusCode, tt.want)
 		}
 	}
+	// A large body the client keeps sending: the 413 still reaches it
+	// (no reset while it writes), with or without a declared length.
+	for _, chunked := range []bool{false, true} {
+		var r io.Reader = strings.NewReader(strings.Repeat("x", 4<<20))
+		if chunked {
+			r = io.MultiReader(r)
+		}
+		req, _ := http.NewRequest("POST", srv.URL+"/", r)
+		req.Host = "a.test"
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatalf("4 MiB body (chunked %v): %v, want a 413 answer", chunked, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Errorf("4 MiB body (chunked %v): %d, want 413", chunked, resp.StatusCode)
+		}
+	}
 	if code := do(h, "POST", "http://a.test/", strings.NewReader("short")).StatusCode; code != 200 {
 		t.Errorf("small body: %d", code)
 	}
