@@ -110,7 +110,7 @@ type call struct {
 	connect time.Duration
 	read    time.Duration
 	send    time.Duration
-	errCode int // set by the transport for the error handler
+	errCode int           // set by the transport for the error handler
 	rawBody io.ReadCloser // the request body under a size limit
 }
 
