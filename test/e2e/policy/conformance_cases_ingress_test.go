@@ -5,11 +5,11 @@ import (
 )
 
 const (
-	in           = metav1.LabelSelectorOpIn
-	notIn        = metav1.LabelSelectorOpNotIn
-	exists       = metav1.LabelSelectorOpExists
-	doesNotExist = metav1.LabelSelectorOpDoesNotExist
-	nameLabel    = "kubernetes.io/metadata.name" // set on every namespace by the API server
+	opIn           = metav1.LabelSelectorOpIn
+	opNotIn        = metav1.LabelSelectorOpNotIn
+	opExists       = metav1.LabelSelectorOpExists
+	opDoesNotExist = metav1.LabelSelectorOpDoesNotExist
+	nameLabel      = "kubernetes.io/metadata.name" // set on every namespace by the API server
 )
 
 // ingressCases: isolation for ingress and the peer selectors.
@@ -36,12 +36,12 @@ func ingressCases() []confCase {
 		}},
 		{"podSelector matchExpressions In", func(s *step) {
 			s.apply(netpol("x", "a-from-bc", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{pods(expr("pod", in, "b", "c"))}}}}))
+				Ingress: []inRule{{From: []peer{pods(expr("pod", opIn, "b", "c"))}}}}))
 			s.expect("x/b and x/c reach x/a", allowAll().deny("*/*", "x/a", "*/*").allow("x/b,x/c", "x/a", "*/*"))
 		}},
 		{"podSelector matchExpressions NotIn", func(s *step) {
 			s.apply(netpol("x", "a-not-from-b", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{pods(expr("pod", notIn, "b"))}}}}))
+				Ingress: []inRule{{From: []peer{pods(expr("pod", opNotIn, "b"))}}}}))
 			s.expect("only x/c reaches x/a", allowAll().deny("*/*", "x/a", "*/*").allow("x/c", "x/a", "*/*"))
 		}},
 		{"empty podSelector peer: the policy's namespace only", func(s *step) {
@@ -55,7 +55,7 @@ func ingressCases() []confCase {
 		}},
 		{"namespaceSelector matchExpressions In", func(s *step) {
 			s.apply(netpol("x", "a-from-yz", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{nss(expr("ns", in, "y", "z"))}}}}))
+				Ingress: []inRule{{From: []peer{nss(expr("ns", opIn, "y", "z"))}}}}))
 			s.expect("y and z reach x/a", allowAll().deny("*/*", "x/a", "*/*").allow("y/*,z/*", "x/a", "*/*"))
 		}},
 		{"namespaceSelector on the default namespace name label", func(s *step) {
@@ -65,27 +65,27 @@ func ingressCases() []confCase {
 		}},
 		{"namespaceSelector DoesNotExist matches no namespace", func(s *step) {
 			s.apply(netpol("x", "a-from-unlabelled", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{nss(expr("ns", doesNotExist))}}}}))
+				Ingress: []inRule{{From: []peer{nss(expr("ns", opDoesNotExist))}}}}))
 			s.expect("nothing reaches x/a", allowAll().deny("*/*", "x/a", "*/*"))
 		}},
 		{"namespaceSelector Exists and podSelector NotIn in one peer", func(s *step) {
 			s.apply(netpol("x", "a-from-not-a", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{nsPods(expr("ns", exists), expr("pod", notIn, "a"))}}}}))
+				Ingress: []inRule{{From: []peer{nsPods(expr("ns", opExists), expr("pod", opNotIn, "a"))}}}}))
 			s.expect("pods b and c of every namespace reach x/a", allowAll().deny("y/a,z/a", "x/a", "*/*"))
 		}},
 		{"podSelector OR namespaceSelector: two peers", func(s *step) {
 			s.apply(netpol("x", "a-from-b-or-other-ns", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{nss(expr(nameLabel, notIn, "x")), pods(match("pod", "b"))}}}}))
+				Ingress: []inRule{{From: []peer{nss(expr(nameLabel, opNotIn, "x")), pods(match("pod", "b"))}}}}))
 			s.expect("y, z and x/b reach x/a; x/c does not", allowAll().deny("x/c", "x/a", "*/*"))
 		}},
 		{"podSelector AND namespaceSelector: one peer", func(s *step) {
 			s.apply(netpol("x", "a-from-b-in-other-ns", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{nsPods(expr(nameLabel, notIn, "x"), match("pod", "b"))}}}}))
+				Ingress: []inRule{{From: []peer{nsPods(expr(nameLabel, opNotIn, "x"), match("pod", "b"))}}}}))
 			s.expect("only y/b and z/b reach x/a", allowAll().deny("*/*", "x/a", "*/*").allow("y/b,z/b", "x/a", "*/*"))
 		}},
 		{"AND peer with several pods and namespaces", func(s *step) {
 			s.apply(netpol("x", "a-from-bc-in-other-ns", spec{PodSelector: *match("pod", "a"),
-				Ingress: []inRule{{From: []peer{nsPods(expr("ns", notIn, "x"), expr("pod", in, "b", "c"))}}}}))
+				Ingress: []inRule{{From: []peer{nsPods(expr("ns", opNotIn, "x"), expr("pod", opIn, "b", "c"))}}}}))
 			s.expect("y/b, y/c, z/b, z/c reach x/a", allowAll().deny("*/*", "x/a", "*/*").allow("y/b,y/c,z/b,z/c", "x/a", "*/*"))
 		}},
 		{"AND peer naming one pod of another namespace", func(s *step) {
@@ -107,7 +107,7 @@ func ingressCases() []confCase {
 			// Created first: once the later policy is enforced, these were
 			// seen too (one watch, in order).
 			s.apply(netpol("x", "nobody", spec{PodSelector: *match("pod", "d"), PolicyTypes: bothTypes}),
-				netpol("x", "unlabelled", spec{PodSelector: *expr("pod", doesNotExist), PolicyTypes: bothTypes}),
+				netpol("x", "unlabelled", spec{PodSelector: *expr("pod", opDoesNotExist), PolicyTypes: bothTypes}),
 				netpol("y", "deny-b", spec{PodSelector: *match("pod", "b")}))
 			s.expect("only y/b is isolated", allowAll().deny("*/*", "y/b", "*/*"))
 		}},
@@ -127,7 +127,7 @@ func ingressCases() []confCase {
 			s.expect("only y/b reaches z/c", allowAll().deny("*/*", "z/c", "*/*").allow("y/b", "z/c", "*/*"))
 		}},
 		{"stacked policies with overlapping pod selectors", func(s *step) {
-			s.apply(netpol("x", "ab-from-y", spec{PodSelector: *expr("pod", in, "a", "b"),
+			s.apply(netpol("x", "ab-from-y", spec{PodSelector: *expr("pod", opIn, "a", "b"),
 				Ingress: []inRule{{From: []peer{nss(match("ns", "y"))}}}}),
 				netpol("x", "b-from-z-81", spec{PodSelector: *match("pod", "b"),
 					Ingress: []inRule{{From: []peer{nss(match("ns", "z"))}, Ports: []nport{tcp(81)}}}}))

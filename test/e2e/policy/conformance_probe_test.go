@@ -84,8 +84,8 @@ func (p *prober) replace(i int, sb *harness.Sandbox) {
 	p.pods[i] = sb
 }
 
-// job is one probe of a round.
-type job struct{ i, j, k int }
+// probeJob is one probe of a round.
+type probeJob struct{ i, j, k int }
 
 // round probes the whole matrix against want, longest timeouts first so
 // they overlap. With stopEarly it gives up at the first disagreement (the
@@ -95,7 +95,7 @@ func (p *prober) round(ctx context.Context, want *truth, stopEarly bool) (got ma
 	p.rounds.Add(1)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var jobs []job
+	var jobs []probeJob
 	for i := range nPods {
 		for j := range nPods {
 			if i == j {
@@ -103,15 +103,15 @@ func (p *prober) round(ctx context.Context, want *truth, stopEarly bool) (got ma
 				continue
 			}
 			for k := range nServices {
-				jobs = append(jobs, job{i, j, k})
+				jobs = append(jobs, probeJob{i, j, k})
 			}
 		}
 	}
-	slices.SortStableFunc(jobs, func(a, b job) int {
+	slices.SortStableFunc(jobs, func(a, b probeJob) int {
 		return boolInt(want.want(a.i, a.j, a.k)) - boolInt(want.want(b.i, b.j, b.k))
 	})
 	sbs := p.sandboxes()
-	queue := make(chan job)
+	queue := make(chan probeJob)
 	var (
 		mu   sync.Mutex // guards got, mismatches, errs
 		errs []error

@@ -89,9 +89,11 @@ func (s *step) label(added map[string]map[string]bool, ns, name, key, value stri
 	added[id][key] = true
 }
 
-// recreatePod deletes the pod and creates it again on node: a new sandbox,
-// and a new address.
-func (s *step) recreatePod(pod string, node int) {
+// recreatePod deletes the pod and creates it again on node: a new
+// sandbox, and a new address. From the moment the new sandbox is up (CNI
+// ADD returned) nothing want blocks may get through: one round probes it
+// at once, before the kubelet even reports the pod running.
+func (s *step) recreatePod(pod string, node int, want *truth) {
 	s.t.Helper()
 	ctx := context.Background()
 	ns, name, _ := strings.Cut(pod, "/")
@@ -106,18 +108,22 @@ func (s *step) recreatePod(pod string, node int) {
 	if err != nil {
 		s.t.Fatalf("pod %s not gone: %v", pod, err)
 	}
-	i := index(pod)
+	i := podIndex(pod)
 	old := s.p.sandboxes()[i].IPs[0]
-	sb, err := s.startPod(ctx, pod, node)
+	sb, err := s.createPod(ctx, pod, node, 5*time.Millisecond)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	s.p.replace(i, sb)
 	s.node[i] = node
 	s.t.Logf("%s recreated on %s: %s -> %s", pod, s.c.Nodes[node].Name, old, sb.IPs[0])
+	s.expectNoLeak("the new "+pod+" from the moment its sandbox is up", want)
+	if _, err := s.waitRunning(ctx, sb, node); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
-func index(pod string) int {
+func podIndex(pod string) int {
 	for i, p := range confPods {
 		if p == pod {
 			return i
@@ -128,7 +134,7 @@ func index(pod string) int {
 
 // host is the pod's address as a /32 (or /128) CIDR.
 func (s *step) host(pod string) string {
-	a := s.p.sandboxes()[index(pod)].IPs[0]
+	a := s.p.sandboxes()[podIndex(pod)].IPs[0]
 	return netip.PrefixFrom(a, a.BitLen()).String()
 }
 
@@ -184,7 +190,7 @@ func (s *step) expectNoLeak(what string, want *truth) {
 		}
 	}
 	if len(leaks) > 0 {
-		render, _ := diff(want, &got)
+		render, _ := renderDiff(want, &got)
 		s.t.Errorf("%s: %d connections that must be blocked got through (+): %s\n%s", what, len(leaks), strings.Join(leaks, ", "), render)
 	}
 }
@@ -221,7 +227,7 @@ func (w *confWorld) check(t *testing.T, what string, want *truth) {
 		w.converged = append(w.converged, took)
 	}
 	got, bad, rerr := w.p.round(context.Background(), want, false)
-	render, _ := diff(want, &got)
+	render, _ := renderDiff(want, &got)
 	switch {
 	case rerr != nil:
 		t.Fatalf("%s: probing failed: %v", what, rerr)

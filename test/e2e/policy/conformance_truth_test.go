@@ -126,12 +126,12 @@ func matching(pattern string, names []string) []int {
 	return idx
 }
 
-// diff renders want against got, one 9x9 grid per service (rows: from,
+// renderDiff renders want against got, one 9x9 grid per service (rows: from,
 // columns: to): "." reached as expected, "X" blocked as expected, "+"
 // reached but must be blocked, "-" blocked but must be reached, " " on the
 // diagonal (loopback, not probed). It also returns the number of
 // mismatches.
-func diff(want *truth, got *matrix) (string, int) {
+func renderDiff(want *truth, got *matrix) (string, int) {
 	var b strings.Builder
 	bad := 0
 	header := "         " + strings.Join(confPods, " ")

@@ -22,16 +22,16 @@ func TestTruthTable(t *testing.T) {
 		{"z/b", "x/a", "tcp/81", false},
 		{"x/a", "x/b", "tcp/80", true},
 	} {
-		i, j, k := index(c.from), index(c.to), matching(c.svc, serviceNames())[0]
+		i, j, k := podIndex(c.from), podIndex(c.to), matching(c.svc, serviceNames())[0]
 		if got := want.want(i, j, k); got != c.ok {
 			t.Errorf("%s -> %s %s: want %v, got %v", c.from, c.to, c.svc, c.ok, got)
 		}
 	}
 
 	got := allowAll().deny("*/*", "x/a", "tcp/*").allow("z/c", "x/a", "tcp/81").m
-	got[index("y/b")][index("x/a")][1] = false // tcp/81 blocked, must get through
-	got[index("x/b")][index("x/a")][0] = true  // tcp/80 through, must be blocked
-	render, bad := diff(want, &got)
+	got[podIndex("y/b")][podIndex("x/a")][1] = false // tcp/81 blocked, must get through
+	got[podIndex("x/b")][podIndex("x/a")][0] = true  // tcp/80 through, must be blocked
+	render, bad := renderDiff(want, &got)
 	if bad != 2 {
 		t.Errorf("diff counted %d mismatches, want 2:\n%s", bad, render)
 	}

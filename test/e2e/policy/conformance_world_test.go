@@ -142,9 +142,20 @@ func confPod(namespace, name, node string) *corev1.Pod {
 	}
 }
 
-// startPod creates the pod on node and waits for the sandbox of exactly
-// that pod object (a pod of the same name may just have been deleted).
+// startPod creates the pod on node and waits until it runs.
 func (w *confWorld) startPod(ctx context.Context, key string, node int) (*harness.Sandbox, error) {
+	sb, err := w.createPod(ctx, key, node, 50*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	return w.waitRunning(ctx, sb, node)
+}
+
+// createPod creates the pod on node and returns its sandbox as soon as it
+// is up (CNI ADD done, workload serving), polling every poll: the sandbox
+// of exactly this pod object, as a pod of the same name may just have been
+// deleted.
+func (w *confWorld) createPod(ctx context.Context, key string, node int, poll time.Duration) (*harness.Sandbox, error) {
 	ns, name, _ := strings.Cut(key, "/")
 	n := w.c.Nodes[node].Name
 	pod, err := suite.CP.Client.CoreV1().Pods(ns).Create(ctx, confPod(ns, name, n), metav1.CreateOptions{})
@@ -152,23 +163,30 @@ func (w *confWorld) startPod(ctx context.Context, key string, node int) (*harnes
 		return nil, fmt.Errorf("create pod %s: %w", key, err)
 	}
 	k := w.c.Kubelets[n]
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	err = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
-		sb, ok := k.Sandbox(ns, name)
+	var sb *harness.Sandbox
+	err = wait.PollUntilContextTimeout(ctx, poll, time.Minute, true, func(context.Context) (bool, error) {
+		var ok bool
+		sb, ok = k.Sandbox(ns, name)
 		return ok && sb.UID == pod.UID, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: no sandbox on %s: %w (last error: %v)", key, n, err, k.LastError(ns, name))
 	}
-	sb, err := k.WaitRunning(ctx, ns, name)
+	return sb, nil
+}
+
+// waitRunning waits until the kubelet reported sb's pod running.
+func (w *confWorld) waitRunning(ctx context.Context, sb *harness.Sandbox, node int) (*harness.Sandbox, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	running, err := w.c.Kubelets[w.c.Nodes[node].Name].WaitRunning(ctx, sb.Namespace, sb.Name)
 	if err != nil {
 		return nil, err
 	}
-	if sb.UID != pod.UID {
-		return nil, fmt.Errorf("pod %s: sandbox of uid %s, want %s", key, sb.UID, pod.UID)
+	if running.UID != sb.UID {
+		return nil, fmt.Errorf("pod %s/%s: running sandbox of uid %s, want %s", sb.Namespace, sb.Name, running.UID, sb.UID)
 	}
-	return sb, nil
+	return running, nil
 }
 
 // reset deletes every policy of x, y and z, takes away the labels cases
