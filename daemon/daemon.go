@@ -131,6 +131,9 @@ func (d *Daemon) run(ctx context.Context) error {
 	for _, c := range comps {
 		mc := newManaged(c, cfg.Reconcile, d.metrics, log, d.checkReady)
 		d.view.Subscribe(mc.r.Run, c.Watches()...)
+		if c == Component(d.policy) {
+			d.policy.SetTrigger(mc.r.Run)
+		}
 		d.comps = append(d.comps, mc)
 	}
 
@@ -264,10 +267,14 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	if err != nil {
 		return nil, err
 	}
-	d.policy, err = enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt, Log: d.log})
+	d.policy, err = enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt,
+		LocalAddrs: d.pods.PodAddrs, Log: d.log})
 	if err != nil {
 		return nil, err
 	}
+	// Fail-closed: an ADD answers only once the pod's policies are in
+	// the kernel.
+	d.pods.SetAdmit(d.policy.Admit)
 	d.ingress, err = controller.New(d.view, controller.Options{Node: cfg.Node.Name, Config: cfg.Ingress,
 		Client: d.client, Registry: d.metrics.Registry, Log: d.log})
 	if err != nil {

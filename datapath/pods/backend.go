@@ -33,7 +33,7 @@ func (m *Manager) state() (*ipam.Allocator, int, error) {
 
 // Add gives the container its interface and addresses. A failure leaves
 // nothing behind: podnet undoes its own steps, and a fresh lease is released.
-func (m *Manager) Add(_ context.Context, p *cni.Parsed) (*types100.Result, error) {
+func (m *Manager) Add(ctx context.Context, p *cni.Parsed) (*types100.Result, error) {
 	defer m.locks.lock(p.ContainerID + "/" + p.IfName)()
 	alloc, mtu, err := m.state()
 	if err != nil {
@@ -48,6 +48,11 @@ func (m *Manager) Add(_ context.Context, p *cni.Parsed) (*types100.Result, error
 	if err == nil {
 		var res podnet.Result
 		if res, err = podnet.Add(att); err == nil {
+			// The interface stays on failure: the runtime calls DEL, or
+			// retries the ADD, which finds the lease and the interface.
+			if err := m.admitted(ctx, p); err != nil {
+				return nil, err
+			}
 			return result(att, res), nil
 		}
 	}
@@ -57,6 +62,17 @@ func (m *Manager) Add(_ context.Context, p *cni.Parsed) (*types100.Result, error
 		}
 	}
 	return nil, fmt.Errorf("set up %s in %s: %w", p.IfName, p.Netns, err)
+}
+
+// admitted runs the admit gate, if any, for the pod of p.
+func (m *Manager) admitted(ctx context.Context, p *cni.Parsed) error {
+	m.mu.RLock()
+	admit := m.admit
+	m.mu.RUnlock()
+	if admit == nil || p.PodNamespace == "" || p.PodName == "" {
+		return nil
+	}
+	return admit(ctx, p.PodNamespace, p.PodName)
 }
 
 // attachment describes the pod interface for a lease.

@@ -45,6 +45,11 @@ type Options struct {
 	Log     *slog.Logger
 }
 
+// AdmitFunc returns once a pod whose interface an ADD just set up may be
+// reported ready (the NetworkPolicy enforcer's Admit); an error fails the
+// ADD, and the runtime retries.
+type AdmitFunc func(ctx context.Context, namespace, name string) error
+
 // Manager is the pod network: component and CNI backend.
 type Manager struct {
 	opts  Options
@@ -57,6 +62,7 @@ type Manager struct {
 	mtu     int
 	ready   bool // bridge and IPAM set up; conflist installed
 	readyAt time.Time
+	admit   AdmitFunc
 }
 
 // New returns the manager; nothing happens until the first Sync.
@@ -175,6 +181,33 @@ func (m *Manager) Details() map[string]string {
 		d[key] = fmt.Sprintf("%d used, %d free", u.Used, u.Free)
 	}
 	return d
+}
+
+// SetAdmit installs the gate every ADD passes before it answers.
+func (m *Manager) SetAdmit(f AdmitFunc) {
+	m.mu.Lock()
+	m.admit = f
+	m.mu.Unlock()
+}
+
+// PodAddrs returns the addresses leased to this node's pods by
+// "namespace/name" (nil before IPAM is set up).
+func (m *Manager) PodAddrs() map[string][]netip.Addr {
+	alloc := m.Allocator()
+	if alloc == nil {
+		return nil
+	}
+	out := map[string][]netip.Addr{}
+	for _, a := range alloc.List() {
+		if a.Namespace == "" || a.Pod == "" {
+			continue
+		}
+		k := a.Namespace + "/" + a.Pod
+		for _, p := range a.Addrs {
+			out[k] = append(out[k], p.Addr())
+		}
+	}
+	return out
 }
 
 // Allocator exposes IPAM (nil before the first sync), for metrics.

@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/nodenet/nodenet/daemon/config"
@@ -27,7 +30,11 @@ type Options struct {
 	Node     string
 	IPTables map[iptables.Family]*iptables.Manager
 	IPSet    ipset.Runner // nil: the ipset binary
-	Log      *slog.Logger
+	// LocalAddrs returns the addresses IPAM leased to this node's pods by
+	// "namespace/name": a new pod is enforced from its CNI ADD on, before
+	// the kubelet reports its IP in the Pod status.
+	LocalAddrs func() map[string][]netip.Addr
+	Log        *slog.Logger
 }
 
 // Component enforces NetworkPolicies for this node's pods.
@@ -36,9 +43,17 @@ type Component struct {
 	view *view.View
 	log  *slog.Logger
 
-	mu       sync.Mutex // guards model and isolated
+	// requested counts Admit's sync requests; a sync covers those made
+	// before it started.
+	requested atomic.Uint64
+
+	mu       sync.Mutex // guards the fields below
 	model    *policy.Model
 	policies int
+	trigger  func()
+	applied  uint64        // requests covered by the latest successful sync
+	synced   chan struct{} // closed and replaced after each successful sync
+	syncErr  error         // of the latest sync
 }
 
 // New registers the policy chains with every manager.
@@ -51,7 +66,7 @@ func New(v *view.View, o Options) (*Component, error) {
 	if o.IPSet == nil {
 		o.IPSet = ipset.ExecRunner{}
 	}
-	return &Component{opts: o, view: v, log: o.Log.With("component", "policy")}, nil
+	return &Component{opts: o, view: v, log: o.Log.With("component", "policy"), synced: make(chan struct{})}, nil
 }
 
 // Name implements the daemon's Component.
@@ -69,7 +84,9 @@ func (c *Component) LiveKeys() []string { return nil }
 func (c *Component) Reconfigure(*config.Config) error { return nil }
 
 // Sync recomputes and applies everything.
-func (c *Component) Sync(ctx context.Context, full bool) error {
+func (c *Component) Sync(ctx context.Context, full bool) (err error) {
+	gen := c.syncStarted()
+	defer func() { c.syncEnded(gen, err) }()
 	m, n, err := c.build()
 	if err != nil {
 		return err
@@ -119,9 +136,15 @@ func (c *Component) build() (*policy.Model, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	local := c.localAddrs()
 	var pods []policy.Pod
 	for _, p := range corePods {
-		if pp, ok := policy.PodFromCore(p); ok {
+		pp, ok := policy.PodFromCore(p)
+		if !ok && len(pp.IPs) == 0 && p.Spec.NodeName == c.opts.Node && !pp.HostNetwork && !finished(p) {
+			// Set up by our CNI ADD, not reported by the kubelet yet.
+			pp.IPs, ok = local[p.Namespace+"/"+p.Name], len(local[p.Namespace+"/"+p.Name]) > 0
+		}
+		if ok {
 			pods = append(pods, pp)
 		}
 	}
@@ -130,6 +153,10 @@ func (c *Component) build() (*policy.Model, int, error) {
 		nss = append(nss, policy.Namespace{Name: ns.Name, Labels: ns.Labels})
 	}
 	return policy.Build(nps, pods, nss), len(nps), nil
+}
+
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
 // Model is the last applied model, for diagnosis; nil before the first sync.

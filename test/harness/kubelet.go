@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -51,6 +53,19 @@ type Kubelet struct {
 
 	mu    sync.Mutex           // guards state and every podState in it
 	state map[string]*podState // by namespace/name
+
+	afterAdd atomic.Pointer[func(namespace, name string, ips []netip.Addr)]
+}
+
+// SetAfterAdd installs fn, run after each successful CNI ADD and before the
+// pod's workload starts or its status is reported: the moment a runtime
+// starts the containers. nil removes it.
+func (k *Kubelet) SetAfterAdd(fn func(namespace, name string, ips []netip.Addr)) {
+	if fn == nil {
+		k.afterAdd.Store(nil)
+		return
+	}
+	k.afterAdd.Store(&fn)
 }
 
 // podState is what the stand-in knows about one pod. Only the worker that

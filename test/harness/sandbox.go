@@ -214,6 +214,9 @@ func (k *Kubelet) setup(pod *corev1.Pod) (_ *sandbox, err error) {
 		if sb.IPs, err = resultIPs(sb.Result); err != nil {
 			return nil, err
 		}
+		if fn := k.afterAdd.Load(); fn != nil {
+			(*fn)(pod.Namespace, pod.Name, sb.IPs)
+		}
 	}
 	if sb.workload, err = startWorkload(sb.NS, pod); err != nil {
 		return nil, fmt.Errorf("start workload: %w", err)
