@@ -9,7 +9,7 @@ CLUSTER_BIN = $(shell test/cluster/build.sh)
 
 export CGO_ENABLED := 0
 
-.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni bench-proxy
+.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni bench-proxy bench-ingress
 all: build
 
 build:
@@ -58,3 +58,9 @@ bench-cni: build cluster
 # and memory, nodenet against kube-proxy (iptables and nftables modes).
 bench-proxy: build cluster
 	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/proxy $(BENCH_ARGS)
+
+# Ingress: req/s and p50/p99 latency, nodenet against nginx (Debian's) on the
+# same routes to the same pods; keep-alive and new connections, HTTP and HTTPS.
+# Installs wrk and nginx if missing (never starts the system nginx service).
+bench-ingress: build cluster
+	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/ingress $(BENCH_ARGS)
