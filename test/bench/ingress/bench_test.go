@@ -159,3 +159,53 @@ func TestNginxAcceptsConfig(t *testing.T) {
 		t.Fatalf("nginx -t: %v\n%s\n%s", err, out, conf)
 	}
 }
+
+func TestParseStat(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		cpu  time.Duration
+		ppid int
+		err  bool
+	}{
+		{"4242 (nginx) S 4240 4242 4242 0 -1 4194624 500 0 0 0 150 50 0 0 20 0 1 0 100 1000 10 18446744073709551615", 2 * time.Second, 4240, false},
+		{"77 (a b) c)) R 1 77 77 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 1 1 1", 70 * time.Millisecond, 1, false},
+		{"77 (x) R 1 2", 0, 0, true},
+		{"no parenthesis", 0, 0, true},
+	} {
+		cpu, ppid, err := parseStat(tc.line)
+		if (err != nil) != tc.err || !tc.err && (cpu != tc.cpu || ppid != tc.ppid) {
+			t.Errorf("%q: got %v, %d, %v; want %v, %d, error %v", tc.line, cpu, ppid, err, tc.cpu, tc.ppid, tc.err)
+		}
+	}
+}
+
+func TestReportMarksMisses(t *testing.T) {
+	m := func(rate float64, p99 time.Duration, errs int64) measurement {
+		return measurement{wrkResult: wrkResult{ReqPerSec: rate, P50: p99 / 2, P99: p99, Requests: 1000, Non2xx3xx: errs}, CPU: 50 * time.Millisecond}
+	}
+	var b strings.Builder
+	printReport(&b, "header", []modeResult{
+		{Mode: "http keep-alive", Nodenet: m(2000, time.Millisecond, 0), Nginx: m(1000, 2*time.Millisecond, 0)},
+		{Mode: "https new-connection", Nodenet: m(500, 3*time.Millisecond, 2), Nginx: m(1000, 2*time.Millisecond, 0)},
+	})
+	out := b.String()
+	for _, want := range []string{
+		"http keep-alive        |      2000      1000   2.00  |",
+		"https new-connection: req/s 0.50 of nginx's",
+		"https new-connection: p99 1.50× nginx's",
+		"https new-connection: nodenet had 2 errors",
+		"    50.0    50.0",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "http keep-alive: ") {
+		t.Errorf("a met target reported as a miss:\n%s", out)
+	}
+	b.Reset()
+	printReport(&b, "h", []modeResult{{Mode: "m", Nodenet: m(1000, time.Millisecond, 0), Nginx: m(1000, time.Millisecond, 0)}})
+	if !strings.Contains(b.String(), "every target met") {
+		t.Errorf("equal results are no miss:\n%s", b.String())
+	}
+}
