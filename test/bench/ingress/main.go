@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -114,16 +116,28 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
+	loadBefore := loadAverage()
 	rows, err := env.measure(ctx)
 	if err != nil {
 		return err
 	}
 	wrkV, nginxV := toolVersions(ctx)
 	header := fmt.Sprintf("make bench-ingress: nodenet vs %s, the same routes (2 hosts, 3 paths) to the same %d pods on one node\n"+
-		"%s from a host on the underlay: %d threads, %d connections, %s per run after a %s warm-up, best of %d round(s); access log %v",
-		nginxV, len(env.pods), wrkV, o.threads, o.connections, o.duration, o.warmup, o.rounds, onOff(o.accessLog))
+		"%s from a host on the underlay: %d threads, %d connections, %s per run after a %s warm-up, best of %d round(s); access log %v\n"+
+		"%d CPUs; load average (1 min) %s before, %s after: anything else running skews the numbers",
+		nginxV, len(env.pods), wrkV, o.threads, o.connections, o.duration, o.warmup, o.rounds, onOff(o.accessLog),
+		runtime.NumCPU(), loadBefore, loadAverage())
 	printReport(os.Stdout, header, rows)
 	return nil
+}
+
+// loadAverage is the machine's 1-minute load average, as text.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b) + " ?")[0]
 }
 
 func onOff(b bool) string {
