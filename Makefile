@@ -9,7 +9,7 @@ CLUSTER_BIN = $(shell test/cluster/build.sh)
 
 export CGO_ENABLED := 0
 
-.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni bench-proxy bench-ingress
+.PHONY: all build cluster test unit fuzz leakcheck demo clean bench-cni bench-proxy bench-ingress bench-policy
 all: build
 
 build:
@@ -58,6 +58,12 @@ bench-cni: build cluster
 # and memory, nodenet against kube-proxy (iptables and nftables modes).
 bench-proxy: build cluster
 	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/proxy $(BENCH_ARGS)
+
+# NetworkPolicy: enforcement latency, connection rate, CPU and memory at
+# 1,000 policies over 5,000 pods, nodenet against kube-router's policy
+# controller (built once by test/bench/policy/peer/build.sh).
+bench-policy: build cluster
+	NODENET_BIN=$(abspath $(BIN)) NODENET_CLUSTER_BIN=$(CLUSTER_BIN) $(GO) run ./test/bench/policy $(BENCH_ARGS)
 
 # Ingress: req/s and p50/p99 latency, nodenet against nginx (Debian's) on the
 # same routes to the same pods; keep-alive and new connections, HTTP and HTTPS.
