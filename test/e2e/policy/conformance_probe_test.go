@@ -26,7 +26,7 @@ const (
 	// first disagreement) one that takes longer than deniedTimeout only
 	// means another round; a full round waits allowedTimeout for it, so
 	// a loaded machine does not make a case fail.
-	allowedTimeout = time.Second
+	allowedTimeout = 2 * time.Second
 	// deniedTimeout is how long a probe that must be blocked gets to
 	// succeed: denied packets are dropped, so denial is a timeout, and a
 	// wrongly allowed connection answers a thousand times faster.
