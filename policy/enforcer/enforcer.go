@@ -35,6 +35,13 @@ type Options struct {
 	// the kubelet reports its IP in the Pod status.
 	LocalAddrs func() map[string][]netip.Addr
 	Log        *slog.Logger
+	// LogDenied adds a rate-limited NFLOG rule before each pod chain's
+	// DROP (policy.RuleOptions): at most LogRate ("10/minute") with
+	// LogBurst per pod and direction, to NFLOGGroup.
+	LogDenied  bool
+	LogRate    string
+	LogBurst   int
+	NFLOGGroup uint16
 }
 
 // Component enforces NetworkPolicies for this node's pods.
@@ -96,7 +103,8 @@ func (c *Component) Sync(ctx context.Context, full bool) (err error) {
 	for fam := range c.opts.IPTables {
 		// No NodeIPs: every local address (the bridge's gateway included,
 		// the source of the node's probes to its pods) is exempt.
-		rs := m.Rules(policy.RuleOptions{Family: fam, Node: c.opts.Node})
+		rs := m.Rules(policy.RuleOptions{Family: fam, Node: c.opts.Node,
+			LogDenied: c.opts.LogDenied, LogRate: c.opts.LogRate, LogBurst: c.opts.LogBurst, LogGroup: c.opts.NFLOGGroup})
 		for _, s := range rs.Sets {
 			sets = append(sets, ipset.Set{Name: s.Name, Type: s.Type, Family: s.Family, Members: s.Members})
 		}
