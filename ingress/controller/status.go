@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,7 +176,7 @@ func (s *statusWriter) writeAll(ctx context.Context) error {
 	}
 	var errs []error
 	for _, key := range served {
-		ns, name, _ := cutKey(key)
+		ns, name, _ := strings.Cut(key, "/")
 		ing, err := s.view.Ingresses.Ingresses(ns).Get(name)
 		if err != nil {
 			continue // deleted since
@@ -251,13 +252,4 @@ func statusEqual(have, want []networkingv1.IngressLoadBalancerIngress) bool {
 		}
 	}
 	return true
-}
-
-func cutKey(key string) (ns, name string, ok bool) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '/' {
-			return key[:i], key[i+1:], true
-		}
-	}
-	return "", key, false
 }

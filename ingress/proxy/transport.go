@@ -96,8 +96,11 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		}
-		if wd.fired() {
-			c.errCode = http.StatusGatewayTimeout
+		var ne net.Error
+		if wd.fired() || (errors.As(err, &ne) && ne.Timeout()) {
+			c.errCode = http.StatusGatewayTimeout // as nginx: a timeout is 504, a failure 502
+		} else {
+			c.errCode = 0
 		}
 		if !connectFailure(err) || req.Context().Err() != nil && !wd.fired() {
 			wd.stop()
