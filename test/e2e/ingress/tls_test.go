@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,15 +84,20 @@ func testTLS(t *testing.T, w *world) {
 	}
 	insecure := w.newClient(a, clientOpts{tls: &tls.Config{InsecureSkipVerify: true}})
 	insecure.once(t, "an unknown host over TLS", get("https://unknown.tls.test/"), is(http.StatusNotFound))
-	if conn, _, err := w.handshake(a, &tls.Config{ServerName: "a.tls.test", RootCAs: w.ca.Pool(), MaxVersion: tls.VersionTLS11}); err == nil {
+	// The client offers TLS 1.0 and 1.1 only (its default minimum is 1.2):
+	// the server must refuse with a protocol_version alert.
+	conn, _, err := w.handshake(a, &tls.Config{ServerName: "a.tls.test", RootCAs: w.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err == nil {
 		conn.Close()
 		t.Error("a TLS 1.1 handshake succeeded; the minimum is 1.2")
+	} else if !strings.Contains(err.Error(), "remote error: tls: protocol version not supported") {
+		t.Errorf("TLS 1.1 handshake: %v, want the server's protocol_version alert", err)
 	}
 	// A new certificate in the Secret is served without a restart.
 	old := w.servedCert(t, a, "a.tls.test")
 	w.tlsSecret(t, "tls-a", "a.tls.test")
 	var got *x509.Certificate
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		got = w.servedCert(t, a, "a.tls.test")
 		return got.SerialNumber.Cmp(old.SerialNumber) != 0, nil
 	})
