@@ -163,6 +163,9 @@ func (d *Daemon) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { d.health.Probe(runCtx, client.Discovery().RESTClient(), apiProbeInterval) })
 	wg.Go(func() { d.ingress.Run(runCtx) })
+	if cfg.Policy.LogDenied {
+		wg.Go(func() { d.runDenyLog(runCtx, cfg.Policy) })
+	}
 	d.view.Start(runCtx)
 	wg.Go(func() {
 		if !d.view.WaitForSync(runCtx) {
@@ -268,7 +271,8 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 		return nil, err
 	}
 	d.policy, err = enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt,
-		LocalAddrs: d.pods.PodAddrs, Log: d.log})
+		LocalAddrs: d.pods.PodAddrs, Log: d.log, LogDenied: cfg.Policy.LogDenied, LogRate: cfg.Policy.LogRate,
+		LogBurst: cfg.Policy.LogBurst, NFLOGGroup: uint16(cfg.Policy.NFLOGGroup)})
 	if err != nil {
 		return nil, err
 	}
