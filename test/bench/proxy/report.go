@@ -222,6 +222,10 @@ func verdict(ok bool) string {
 func (rep *report) targets(w io.Writer) {
 	big := rep.largest()
 	fmt.Fprintln(w, "\ntargets")
+	if len(rep.agents) != 3 {
+		fmt.Fprintln(w, "  judged only when all three agents run (-agents nn,ipt,nft)")
+		return
+	}
 	secs := func(r result) string {
 		if r.timedOut {
 			return fmt.Sprintf("> %.2fs (timed out)", r.cold.Seconds())
