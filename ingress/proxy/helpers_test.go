@@ -27,7 +27,7 @@ var nodenetClass = &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name
 	Spec: networkingv1.IngressClassSpec{Controller: routes.Controller}}
 
 // echo is a backend that answers with its name and what it received.
-func echo(t *testing.T, name string) *httptest.Server {
+func echo(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(echoHandler(name))
 	t.Cleanup(s.Close)
@@ -56,7 +56,7 @@ type svc struct {
 func addrOf(s *httptest.Server) string { return s.Listener.Addr().String() }
 
 // deadAddr is an address nothing listens on.
-func deadAddr(t *testing.T) string {
+func deadAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func ingress(name string, age int, host, path, service string, ann ...string) *n
 	return i
 }
 
-func build(t *testing.T, ings []*networkingv1.Ingress, svcs ...svc) *routes.Table {
+func build(t testing.TB, ings []*networkingv1.Ingress, svcs ...svc) *routes.Table {
 	t.Helper()
 	in := routes.Input{Ingresses: ings, Classes: []*networkingv1.IngressClass{nodenetClass}}
 	for _, s := range svcs {
@@ -117,15 +117,15 @@ func testOptions() Options {
 }
 
 // newHandler returns a handler serving tb, closed with the test.
-func newHandler(t *testing.T, o Options, tb *routes.Table) *Handler {
-	h := New(o, NewMetrics(nil), slog.New(slog.DiscardHandler))
+func newHandler(t testing.TB, o Options, tb *routes.Table) *Handler {
+	h := New(o, NewMetrics(nil), discard())
 	h.Swap(tb)
 	t.Cleanup(h.Close)
 	return h
 }
 
 // front serves h on a real listener.
-func front(t *testing.T, h http.Handler) *httptest.Server {
+func front(t testing.TB, h http.Handler) *httptest.Server {
 	s := httptest.NewUnstartedServer(h)
 	var p http.Protocols
 	p.SetHTTP1(true)
@@ -154,13 +154,13 @@ func do(h http.Handler, method, target string, body io.Reader, hdr ...string) *h
 // testServer is a backend on a real listener.
 type testServer struct{ addr string }
 
-func newServer(t *testing.T, h http.Handler) *testServer {
+func newServer(t testing.TB, h http.Handler) *testServer {
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return &testServer{addr: addrOf(s)}
 }
 
-func newServerH2C(t *testing.T, h http.Handler) *testServer {
+func newServerH2C(t testing.TB, h http.Handler) *testServer {
 	s := httptest.NewUnstartedServer(h)
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
@@ -177,3 +177,5 @@ func httptestTLSRequest(target string) *http.Request {
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
