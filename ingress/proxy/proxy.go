@@ -121,11 +121,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opts := h.opts.Load()
 	st := h.state.Load()
 	rec := &recorder{ResponseWriter: w}
-	route := st.table.Match(r.Host, r.URL.Path)
 	var c *call
-	if route == nil {
+	switch route := st.table.Match(r.Host, r.URL.Path); {
+	case r.Method == http.MethodConnect: // a reverse proxy is no tunnel
+		http.Error(rec, "405 method not allowed", http.StatusMethodNotAllowed)
+	case route == nil:
 		http.NotFound(rec, r)
-	} else {
+	default:
 		c = &call{route: route, opts: opts}
 		h.serve(rec, r, st.links[route], c)
 	}

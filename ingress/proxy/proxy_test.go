@@ -49,6 +49,9 @@ func TestNotFoundAndNoEndpoints(t *testing.T) {
 	if code := do(h, "GET", "http://a.test/app", nil).StatusCode; code != http.StatusServiceUnavailable {
 		t.Errorf("no endpoints: %d, want 503", code)
 	}
+	if code := do(h, "CONNECT", "http://a.test/app", nil).StatusCode; code != http.StatusMethodNotAllowed {
+		t.Errorf("CONNECT: %d, want 405", code)
+	}
 }
 
 func TestLeastRequests(t *testing.T) {
