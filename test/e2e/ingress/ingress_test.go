@@ -38,6 +38,7 @@ func TestIngress(t *testing.T) {
 			"SourceRanges":            testSourceRanges,
 			"UnsupportedAnnotations":  testUnsupportedAnnotations,
 			"NoEndpoints":             testNoEndpoints,
+			"MalformedRequests":       testMalformedRequests,
 		} {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()

@@ -1,7 +1,9 @@
 package ingress
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +11,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/nodenet/nodenet/test/harness"
 )
 
 var (
@@ -258,4 +262,47 @@ func testDefaultBackend(t *testing.T, w *world) {
 	defer deleteIngress(t, "default-2")
 	waitWarning(t, "default-2", "default")
 	c.once(t, "the older default backend stays", get("http://nobody.test/"), is(http.StatusOK, "other-a"))
+}
+
+// testMalformedRequests: garbage gets 400 and headers over max_header_bytes
+// (1 MiB by default) get 431, from the proxy itself.
+func testMalformedRequests(t *testing.T, w *world) {
+	createIngress(t, newIngress("malformed", rule("malformed.test", prefix("/", "web"))))
+	c := w.newClient(w.c.Nodes[0], clientOpts{})
+	c.servedBy(t, get("http://malformed.test/"), web...)
+	for _, tc := range []struct {
+		name, req string
+		code      string
+	}{
+		// At least 14 bytes: with h2c on, Go's server first waits for as
+		// many as the HTTP/2 preface's "PRI * HTTP/2.0" (until the
+		// read-header timeout) before it parses HTTP/1.
+		{"garbage request line", "GARBAGE REQUEST LINE\r\n\r\n", "400"},
+		{"no Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", "400"},
+		{"headers over the limit", "GET / HTTP/1.1\r\nHost: malformed.test\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", "431"},
+	} {
+		start := time.Now()
+		status, err := w.rawRequest(w.c.Nodes[0], tc.req)
+		t.Logf("%s: %q after %s", tc.name, status, time.Since(start).Round(time.Millisecond))
+		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 "+tc.code) {
+			t.Errorf("%s: status line %q (%v), want %s", tc.name, status, err, tc.code)
+		}
+	}
+}
+
+// rawRequest writes req to node:80 and returns the status line.
+func (w *world) rawRequest(node *harness.Node, req string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := w.dialer(node)(ctx, "tcp", "x:80")
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	// The server may answer and close before reading everything: the
+	// status line is what counts, not the write.
+	go func() { _, _ = io.WriteString(conn, req) }()
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return strings.TrimSpace(line), err
 }
