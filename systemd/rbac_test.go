@@ -32,12 +32,17 @@ var wantGrants = map[string][]string{
 	"core/events":                        {"create", "patch"},
 	"events.k8s.io/events":               {"create", "patch"},
 	"networking.k8s.io/ingresses/status": {"patch", "update"},
-	"coordination.k8s.io/leases":         {"create", "get", "update"},
 }
 
 // decodeRBAC splits rbac.yaml into its documents and decodes each strictly
 // (an unknown or misspelt field is an error) into its rbac/v1 type.
 func decodeRBAC(t *testing.T) ([]rbacv1.ClusterRole, []rbacv1.ClusterRoleBinding) {
+	roles, bindings, _, _ := decodeAll(t)
+	return roles, bindings
+}
+
+// decodeAll also returns the namespaced Roles and RoleBindings.
+func decodeAll(t *testing.T) ([]rbacv1.ClusterRole, []rbacv1.ClusterRoleBinding, []rbacv1.Role, []rbacv1.RoleBinding) {
 	t.Helper()
 	b, err := os.ReadFile("rbac.yaml")
 	if err != nil {
@@ -45,6 +50,8 @@ func decodeRBAC(t *testing.T) ([]rbacv1.ClusterRole, []rbacv1.ClusterRoleBinding
 	}
 	var roles []rbacv1.ClusterRole
 	var bindings []rbacv1.ClusterRoleBinding
+	var nsRoles []rbacv1.Role
+	var nsBindings []rbacv1.RoleBinding
 	for i, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
@@ -66,6 +73,18 @@ func decodeRBAC(t *testing.T) ([]rbacv1.ClusterRole, []rbacv1.ClusterRoleBinding
 				t.Fatalf("document %d (ClusterRoleBinding): %v", i, err)
 			}
 			bindings = append(bindings, rb)
+		case "Role":
+			var r rbacv1.Role
+			if err := yaml.UnmarshalStrict([]byte(doc), &r); err != nil {
+				t.Fatalf("document %d (Role): %v", i, err)
+			}
+			nsRoles = append(nsRoles, r)
+		case "RoleBinding":
+			var rb rbacv1.RoleBinding
+			if err := yaml.UnmarshalStrict([]byte(doc), &rb); err != nil {
+				t.Fatalf("document %d (RoleBinding): %v", i, err)
+			}
+			nsBindings = append(nsBindings, rb)
 		default:
 			t.Fatalf("document %d: unexpected kind %q", i, tm.Kind)
 		}
@@ -73,7 +92,7 @@ func decodeRBAC(t *testing.T) ([]rbacv1.ClusterRole, []rbacv1.ClusterRoleBinding
 	if len(roles) != 1 || len(bindings) != 1 {
 		t.Fatalf("got %d ClusterRoles and %d ClusterRoleBindings, want 1 of each", len(roles), len(bindings))
 	}
-	return roles, bindings
+	return roles, bindings, nsRoles, nsBindings
 }
 
 func TestRBACBinding(t *testing.T) {
@@ -151,5 +170,30 @@ func TestRBACRules(t *testing.T) {
 		if slices.Contains(got[key], verb) {
 			t.Errorf("%s %s must not be granted", verb, key)
 		}
+	}
+}
+
+// TestRBACLeaseRole: the ingress status Lease, and nothing else, in its
+// namespace only.
+func TestRBACLeaseRole(t *testing.T) {
+	_, _, roles, bindings := decodeAll(t)
+	if len(roles) != 1 || len(bindings) != 1 {
+		t.Fatalf("got %d Roles and %d RoleBindings, want 1 of each", len(roles), len(bindings))
+	}
+	r, b := roles[0], bindings[0]
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{"nodenet-ingress-status"}, Verbs: []string{"get", "update"}},
+	}
+	if r.Namespace != "kube-system" || r.Name != "nodenet-ingress-status" {
+		t.Errorf("Role %s/%s, want kube-system/nodenet-ingress-status", r.Namespace, r.Name)
+	}
+	if diff := cmp.Diff(want, r.Rules); diff != "" {
+		t.Errorf("Role rules (-want +got):\n%s", diff)
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: r.Name}
+	wantSubjects := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: "nodenet:nodes"}}
+	if b.Namespace != r.Namespace || !cmp.Equal(wantRef, b.RoleRef) || !cmp.Equal(wantSubjects, b.Subjects) {
+		t.Errorf("RoleBinding %s/%s refs %+v for %+v", b.Namespace, b.Name, b.RoleRef, b.Subjects)
 	}
 }
