@@ -98,10 +98,11 @@ func TestSyncServesAndReports(t *testing.T) {
 	if h, s := c.Addrs(); h != "" || s != "" {
 		t.Fatalf("listening before the first sync: %q %q", h, s)
 	}
-	c.events.setLeader(true)
 	if err := c.Sync(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
+	// Not the leader during that sync: becoming one reports at once.
+	c.events.setLeader(true)
 	h, s := c.Addrs()
 	if code, body := get(t, "http://"+h+"/x", "a.test"); code != 200 || body != "backend" {
 		t.Errorf("GET a.test: %d %q", code, body)

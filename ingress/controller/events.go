@@ -28,8 +28,9 @@ type events struct {
 	recorder    record.EventRecorder
 	leader      atomic.Bool
 
-	mu   sync.Mutex // guards sent
+	mu   sync.Mutex // guards sent and last
 	sent map[string]bool
+	last func() // repeats the last report, for a new leader
 }
 
 func newEvents(client kubernetes.Interface, node string, log *slog.Logger) *events {
@@ -48,19 +49,28 @@ func (e *events) stop() {
 	}
 }
 
-// setLeader turns reporting on or off; a new leader reports afresh.
+// setLeader turns reporting on or off; a new leader reports the current
+// problems afresh at once.
 func (e *events) setLeader(on bool) {
 	e.leader.Store(on)
 	e.mu.Lock()
 	e.sent = map[string]bool{}
+	last := e.last
 	e.mu.Unlock()
+	if on && last != nil {
+		last()
+	}
 }
 
 // report sends a Warning for each problem not reported yet, and forgets
 // the problems that went away, so they are reported again if they return.
 func (e *events) report(v *view.View, problems []routes.Problem, badCerts map[string]error, secrets map[string]*corev1.Secret) {
+	e.mu.Lock()
+	e.last = func() { e.report(v, problems, badCerts, secrets) }
+	e.mu.Unlock()
 	type pending struct {
 		obj            runtime.Object
+		uid            string // a re-created object is reported again
 		reason, msg    string
 		kind, ns, name string
 	}
@@ -70,11 +80,11 @@ func (e *events) report(v *view.View, problems []routes.Problem, badCerts map[st
 		if err != nil {
 			continue
 		}
-		todo = append(todo, pending{ing, p.Reason, p.Message, "Ingress", p.Namespace, p.Name})
+		todo = append(todo, pending{ing, string(ing.UID), p.Reason, p.Message, "Ingress", p.Namespace, p.Name})
 	}
 	for key, err := range badCerts {
 		if s := secrets[key]; s != nil {
-			todo = append(todo, pending{s, "InvalidCertificate", err.Error() + "; the default certificate is served instead", "Secret", s.Namespace, s.Name})
+			todo = append(todo, pending{s, string(s.UID), "InvalidCertificate", err.Error() + "; the default certificate is served instead", "Secret", s.Namespace, s.Name})
 		}
 	}
 	leader := e.leader.Load() && e.recorder != nil
@@ -82,7 +92,7 @@ func (e *events) report(v *view.View, problems []routes.Problem, badCerts map[st
 	defer e.mu.Unlock()
 	now := map[string]bool{}
 	for _, p := range todo {
-		k := p.kind + "/" + p.ns + "/" + p.name + "/" + p.reason + "/" + p.msg
+		k := p.kind + "/" + p.ns + "/" + p.name + "/" + p.uid + "/" + p.reason + "/" + p.msg
 		now[k] = true
 		if e.sent[k] {
 			continue

@@ -16,8 +16,9 @@ type link struct {
 
 // state is one route table with its links; immutable once published.
 type state struct {
-	table *routes.Table
-	links map[*routes.Route]*link
+	table    *routes.Table
+	links    map[*routes.Route]*link
+	notFound *stats // requests no route matched
 }
 
 // pool keeps the state that must outlive a table swap, keyed by address and
@@ -66,7 +67,7 @@ func (p *pool) link(t *routes.Table, m *Metrics) *state {
 		usedStats[statsKey{ingress, b.Service}] = true
 		return m.get(ingress, b.Service)
 	}
-	s := &state{table: t, links: make(map[*routes.Route]*link, len(t.Routes))}
+	s := &state{table: t, links: make(map[*routes.Route]*link, len(t.Routes)), notFound: m.get("", "")}
 	for _, r := range t.Routes {
 		l := &link{bal: bal(r.Backend), stats: st(r.Ingress, r.Backend)}
 		if c := r.Canary; c != nil {

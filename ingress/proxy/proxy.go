@@ -131,7 +131,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c = &call{route: route, opts: opts}
 		h.serve(rec, r, st.links[route], c)
 	}
-	h.finish(rec, r, c, start)
+	h.finish(rec, r, c, st, start)
 }
 
 func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
@@ -274,7 +274,7 @@ func upstreamAddr(c *call) string {
 	return c.up.addr
 }
 
-func (h *Handler) finish(rec *recorder, r *http.Request, c *call, start time.Time) {
+func (h *Handler) finish(rec *recorder, r *http.Request, c *call, st *state, start time.Time) {
 	code := rec.status
 	if code == 0 && c != nil {
 		code = c.status // an upgrade: the proxy wrote the response itself
@@ -285,7 +285,7 @@ func (h *Handler) finish(rec *recorder, r *http.Request, c *call, start time.Tim
 		s = c.stats
 	}
 	if s == nil {
-		s = h.metrics.get("", "")
+		s = st.notFound
 	}
 	s.count(code)
 	s.duration.Observe(elapsed.Seconds())
