@@ -98,7 +98,7 @@ func Build(in Input) (*Table, []Problem) {
 	// A host served over TLS by any Ingress redirects plain HTTP (unless
 	// the Ingress of the route says ssl-redirect: false).
 	for _, r := range b.t.Routes {
-		r.TLS = b.tlsHosts[r.Host]
+		r.TLS = b.hasTLS(r.Host)
 	}
 	for _, h := range b.allGroups() {
 		slices.SortStableFunc(h.regex, func(x, y *Route) int { return len(y.Path) - len(x.Path) })
@@ -337,6 +337,21 @@ func (b *builder) addCanary(ing *networkingv1.Ingress, s annotations.Config) {
 			}
 		}
 	}
+}
+
+// hasTLS reports whether host is a TLS host: listed itself, or an exact
+// host covered by a listed "*.parent".
+func (b *builder) hasTLS(host string) bool {
+	if host == "" {
+		return false
+	}
+	if b.tlsHosts[host] {
+		return true
+	}
+	if _, parent, ok := strings.Cut(host, "."); ok && !strings.HasPrefix(host, "*.") {
+		return b.tlsHosts["*."+parent]
+	}
+	return false
 }
 
 // addTLS records the certificates and TLS hosts of ing's spec.tls.

@@ -353,3 +353,16 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+func TestTLSHosts(t *testing.T) {
+	tb, _ := Build(Input{Classes: classes, Ingresses: []*networkingv1.Ingress{
+		ing("a", 0, rule("a.test", path{"Prefix", "/", "a"}), rule("a.wild.test", path{"Prefix", "/", "a"}),
+			rule("x.y.wild.test", path{"Prefix", "/", "a"}), rule("plain.test", path{"Prefix", "/", "a"}), rule("", path{"Prefix", "/", "a"})),
+		ing("b", 1, tls("", "a.test", "*.wild.test")),
+	}})
+	for host, want := range map[string]bool{"a.test": true, "a.wild.test": true, "x.y.wild.test": false, "plain.test": false, "other": false} {
+		if got := tb.Match(host, "/").TLS; got != want {
+			t.Errorf("%s: TLS = %v, want %v", host, got, want)
+		}
+	}
+}
