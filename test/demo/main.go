@@ -107,6 +107,9 @@ func run(ctx context.Context, keep bool) error {
 	if err := ingress(ctx, cp, nodes); err != nil {
 		return err
 	}
+	if err := networkPolicy(ctx, cp, bin, nodes, sandboxes); err != nil {
+		return err
+	}
 	for _, n := range nodes {
 		step("nodenet status on %s", n.Name)
 		out, err := n.StatusText(ctx)
