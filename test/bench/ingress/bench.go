@@ -306,12 +306,13 @@ func (e *benchEnv) measure(ctx context.Context) ([]modeResult, error) {
 					if err != nil {
 						return nil, fmt.Errorf("%s, %s: %w", mode, proxy, err)
 					}
-					fmt.Fprintf(stderr, "  %-20s %-8s round %d: %8.0f req/s  p50 %-9s p99 %-9s errors %d\n",
-						mode, proxy, round+1, m.ReqPerSec, fmtLatency(m.P50), fmtLatency(m.P99), m.errors())
-					best := &row.Nodenet
+					fmt.Fprintf(stderr, "  %-20s %-8s round %d: %8.0f req/s  p50 %-9s p99 %-9s errors: socket %+v, non-2xx/3xx %d\n",
+						mode, proxy, round+1, m.ReqPerSec, fmtLatency(m.P50), fmtLatency(m.P99), m.SocketErrors, m.Non2xx3xx)
+					best, errs := &row.Nodenet, &row.NodenetErrors
 					if proxy == "nginx" {
-						best = &row.Nginx
+						best, errs = &row.Nginx, &row.NginxErrors
 					}
+					*errs += m.errors()
 					if m.ReqPerSec > best.ReqPerSec {
 						*best = m
 					}

@@ -36,7 +36,7 @@ func TestParseWrk(t *testing.T) {
 		err  bool
 	}{
 		{"full", wrkOutput, wrkResult{ReqPerSec: 32745.61, P50: 812 * time.Microsecond, P99: 5010 * time.Microsecond,
-			Requests: 327456, SocketErrors: 5, Non2xx3xx: 7}, false},
+			Requests: 327456, SocketErrors: socketErrors{Read: 3, Timeout: 2}, Non2xx3xx: 7}, false},
 		{"seconds and no errors", strings.NewReplacer("812.00us", "1.00s", "5.01ms", "2.50s",
 			"  Socket errors: connect 0, read 3, write 0, timeout 2\n", "", "  Non-2xx or 3xx responses: 7\n", "").Replace(wrkOutput),
 			wrkResult{ReqPerSec: 32745.61, P50: time.Second, P99: 2500 * time.Millisecond, Requests: 327456}, false},
@@ -186,7 +186,8 @@ func TestReportMarksMisses(t *testing.T) {
 	var b strings.Builder
 	printReport(&b, "header", []modeResult{
 		{Mode: "http keep-alive", Nodenet: m(2000, time.Millisecond, 0), Nginx: m(1000, 2*time.Millisecond, 0)},
-		{Mode: "https new-connection", Nodenet: m(500, 3*time.Millisecond, 2), Nginx: m(1000, 2*time.Millisecond, 0)},
+		{Mode: "https new-connection", Nodenet: m(500, 3*time.Millisecond, 0), Nginx: m(1000, 2*time.Millisecond, 0),
+			NodenetErrors: 2, NginxErrors: 1},
 	})
 	out := b.String()
 	for _, want := range []string{
@@ -194,6 +195,7 @@ func TestReportMarksMisses(t *testing.T) {
 		"https new-connection: req/s 0.50 of nginx's",
 		"https new-connection: p99 1.50× nginx's",
 		"https new-connection: nodenet had 2 errors",
+		"|      2      1 |",
 		"    50.0    50.0",
 	} {
 		if !strings.Contains(out, want) {

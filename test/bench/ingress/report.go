@@ -21,12 +21,14 @@ func (m measurement) cpuPerRequest() float64 {
 	return float64(m.CPU.Microseconds()) / float64(m.Requests)
 }
 
-func (m measurement) errors() int64 { return m.SocketErrors + m.Non2xx3xx }
+func (m measurement) errors() int64 { return m.SocketErrors.total() + m.Non2xx3xx }
 
-// modeResult is nodenet and nginx in one mode.
+// modeResult is nodenet and nginx in one mode: each one's best round, and
+// the errors of all its rounds.
 type modeResult struct {
-	Mode           string
-	Nodenet, Nginx measurement
+	Mode                       string
+	Nodenet, Nginx             measurement
+	NodenetErrors, NginxErrors int64
 }
 
 // printReport writes the comparison table. Ratios are nodenet/nginx; the
@@ -52,16 +54,17 @@ func printReport(w io.Writer, header string, rows []modeResult) {
 			p99Mark = "!"
 			misses = append(misses, fmt.Sprintf("%s: p99 %.2f× nginx's", r.Mode, p99))
 		}
-		if a.errors() > 0 {
-			misses = append(misses, fmt.Sprintf("%s: nodenet had %d errors", r.Mode, a.errors()))
+		if r.NodenetErrors > 0 {
+			misses = append(misses, fmt.Sprintf("%s: nodenet had %d errors", r.Mode, r.NodenetErrors))
 		}
 		fmt.Fprintf(w, "%-22s | %9.0f %9.0f %6.2f%s | %9s %9s %7.2f | %9s %9s %6.2f%s | %6d %6d | %7.1f %7.1f\n",
 			r.Mode, a.ReqPerSec, b.ReqPerSec, rate, rateMark,
 			fmtLatency(a.P50), fmtLatency(b.P50), ratio(float64(a.P50), float64(b.P50)),
 			fmtLatency(a.P99), fmtLatency(b.P99), p99, p99Mark,
-			a.errors(), b.errors(), a.cpuPerRequest(), b.cpuPerRequest())
+			r.NodenetErrors, r.NginxErrors, a.cpuPerRequest(), b.cpuPerRequest())
 	}
 	fmt.Fprintln(w, "\nratio = nodenet / nginx; target: req/s ratio >= 1, p99 ratio <= 1 ('!' marks a miss).")
+	fmt.Fprintln(w, "errors: wrk's socket errors and non-2xx/3xx answers over all rounds; the other columns are each proxy's best round.")
 	if len(misses) == 0 {
 		fmt.Fprintln(w, "every target met")
 		return

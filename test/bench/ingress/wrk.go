@@ -14,9 +14,16 @@ type wrkResult struct {
 	ReqPerSec    float64
 	P50, P99     time.Duration
 	Requests     int64
-	SocketErrors int64 // connect + read + write + timeout
+	SocketErrors socketErrors
 	Non2xx3xx    int64
 }
+
+// socketErrors are wrk's counts by kind.
+type socketErrors struct {
+	Connect, Read, Write, Timeout int64
+}
+
+func (e socketErrors) total() int64 { return e.Connect + e.Read + e.Write + e.Timeout }
 
 var (
 	reRate     = regexp.MustCompile(`^Requests/sec:\s+([0-9.]+)`)
@@ -56,10 +63,11 @@ func parseWrk(out string) (wrkResult, error) {
 			r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
 		}
 		if m := reSockErrs.FindStringSubmatch(line); m != nil {
-			for _, s := range m[1:] {
-				n, _ := strconv.ParseInt(s, 10, 64)
-				r.SocketErrors += n
+			var n [4]int64
+			for i, s := range m[1:] {
+				n[i], _ = strconv.ParseInt(s, 10, 64)
 			}
+			r.SocketErrors = socketErrors{Connect: n[0], Read: n[1], Write: n[2], Timeout: n[3]}
 		}
 		if m := reNon2xx.FindStringSubmatch(line); m != nil {
 			r.Non2xx3xx, _ = strconv.ParseInt(m[1], 10, 64)
