@@ -54,12 +54,14 @@ type Handler struct {
 	state   atomic.Pointer[state]
 	opts    atomic.Pointer[Options]
 	proxies map[string]*httputil.ReverseProxy // by backend protocol
+	access  *accessLog
 	closers []func()
 }
 
 // New returns a handler serving an empty table.
 func New(o Options, m *Metrics, log *slog.Logger) *Handler {
-	h := &Handler{log: log, metrics: m, pool: newPool(), proxies: map[string]*httputil.ReverseProxy{}}
+	h := &Handler{log: log, metrics: m, pool: newPool(), proxies: map[string]*httputil.ReverseProxy{}, access: newAccessLog(log)}
+	h.closers = append(h.closers, h.access.close)
 	h.opts.Store(&o)
 	h.Swap(routes.Empty())
 	for proto, tr := range transports(h) {
@@ -87,7 +89,7 @@ func (h *Handler) Table() *routes.Table { return h.state.Load().table }
 // SetOptions applies reloaded settings to the following requests.
 func (h *Handler) SetOptions(o Options) { h.opts.Store(&o) }
 
-// Close closes idle upstream connections.
+// Close closes idle upstream connections and stops the access log.
 func (h *Handler) Close() {
 	for _, c := range h.closers {
 		c()
@@ -296,19 +298,12 @@ func (h *Handler) finish(rec *recorder, r *http.Request, c *call, st *state, sta
 	if !h.opts.Load().AccessLog {
 		return
 	}
-	attrs := []slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("method", r.Method), slog.String("host", r.Host),
-		slog.String("uri", r.RequestURI), slog.String("proto", r.Proto), slog.Int("status", code), slog.Int64("bytes", rec.bytes),
-		slog.Duration("duration", elapsed)}
+	e := accessEntry{remote: r.RemoteAddr, method: r.Method, host: r.Host, uri: r.RequestURI, proto: r.Proto,
+		status: code, bytes: rec.bytes, duration: elapsed}
 	if c != nil {
-		attrs = append(attrs, slog.String("ingress", c.route.Ingress), slog.String("upstream", upstreamAddr(c)))
-		if s != nil {
-			attrs = append(attrs, slog.String("service", s.key.service))
-		}
-		if c.upTime > 0 {
-			attrs = append(attrs, slog.Duration("upstream_time", c.upTime))
-		}
+		e.ingress, e.service, e.upstream, e.upstreamTime = c.route.Ingress, s.key.service, upstreamAddr(c), c.upTime
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
+	h.access.add(e)
 }
 
 // buffers recycles the response copy buffers; without a pool the reverse

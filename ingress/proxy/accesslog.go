@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// accessEntry is the data of one access log line.
+type accessEntry struct {
+	remote, method, host, uri, proto string
+	status                           int
+	bytes                            int64
+	duration                         time.Duration
+	ingress, service, upstream       string
+	upstreamTime                     time.Duration
+}
+
+// accessLog writes access log lines on its own goroutine: a slow or
+// blocked log sink (a full journal pipe) must never stall requests. When
+// the queue is full, lines are dropped and counted.
+type accessLog struct {
+	log     *slog.Logger
+	ch      chan accessEntry
+	done    chan struct{}
+	stop    sync.Once
+	dropped atomic.Uint64
+}
+
+const accessQueue = 8192
+
+func newAccessLog(log *slog.Logger) *accessLog {
+	a := &accessLog{log: log, ch: make(chan accessEntry, accessQueue), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+func (a *accessLog) add(e accessEntry) {
+	select {
+	case a.ch <- e:
+	default:
+		a.dropped.Add(1)
+	}
+}
+
+func (a *accessLog) close() { a.stop.Do(func() { close(a.done) }) }
+
+func (a *accessLog) run() {
+	var reported uint64
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case e := <-a.ch:
+			a.write(e)
+		case <-t.C:
+			if d := a.dropped.Load(); d > reported {
+				a.log.Warn("ingress access log lines dropped: the log sink is slower than the requests", "dropped", d-reported)
+				reported = d
+			}
+		case <-a.done:
+			return
+		}
+	}
+}
+
+func (a *accessLog) write(e accessEntry) {
+	attrs := []slog.Attr{slog.String("remote", e.remote), slog.String("method", e.method), slog.String("host", e.host),
+		slog.String("uri", e.uri), slog.String("proto", e.proto), slog.Int("status", e.status), slog.Int64("bytes", e.bytes),
+		slog.Duration("duration", e.duration)}
+	if e.ingress != "" {
+		attrs = append(attrs, slog.String("ingress", e.ingress), slog.String("service", e.service), slog.String("upstream", e.upstream))
+	}
+	if e.upstreamTime > 0 {
+		attrs = append(attrs, slog.Duration("upstream_time", e.upstreamTime))
+	}
+	a.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}

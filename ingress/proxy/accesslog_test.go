@@ -1,0 +1,105 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// syncBuffer is a log sink tests can read while the logger writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestAccessLog(t *testing.T) {
+	be := echo(t, "be")
+	var buf syncBuffer
+	o := testOptions()
+	o.AccessLog = true
+	h := New(o, NewMetrics(nil), slog.New(slog.NewTextHandler(&buf, nil)))
+	t.Cleanup(h.Close)
+	h.Swap(build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addrOf(be)}}))
+	do(h, "GET", "http://a.test/logged?x=1", nil)
+	do(h, "GET", "http://nohost.test/missing", nil)
+	want := []string{`msg=access`, `/logged?x=1"`, "status=200", "ingress=default/web", "service=default/web", "upstream=" + addrOf(be), "status=404"}
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		for _, w := range want {
+			if !strings.Contains(buf.String(), w) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Errorf("access log lacks one of %q:\n%s", want, buf.String())
+	}
+	// Switched off live: no further lines.
+	o.AccessLog = false
+	h.SetOptions(o)
+	do(h, "GET", "http://a.test/silent", nil)
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 200*time.Millisecond, true, func(context.Context) (bool, error) {
+		return strings.Contains(buf.String(), "/silent"), nil
+	}); err == nil {
+		t.Error("access log written while switched off")
+	}
+}
+
+// blockingHandler is a log sink that never returns until released.
+type blockingHandler struct {
+	slog.Handler
+	release chan struct{}
+}
+
+func (b blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (b blockingHandler) Handle(ctx context.Context, r slog.Record) error {
+	<-b.release
+	return nil
+}
+
+func TestAccessLogNeverBlocksRequests(t *testing.T) {
+	be := echo(t, "be")
+	sink := blockingHandler{Handler: slog.DiscardHandler, release: make(chan struct{})}
+	o := testOptions()
+	o.AccessLog = true
+	h := New(o, NewMetrics(nil), slog.New(sink))
+	t.Cleanup(h.Close)
+	t.Cleanup(func() { close(sink.release) })
+	h.Swap(build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addrOf(be)}}))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range accessQueue + 100 { // more than the queue holds
+			do(h, "GET", "http://a.test/", nil)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("requests blocked behind a stuck log sink")
+	}
+	if h.access.dropped.Load() == 0 {
+		t.Error("no line counted as dropped")
+	}
+}
