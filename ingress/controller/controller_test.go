@@ -191,3 +191,46 @@ func TestReadyNodeIPs(t *testing.T) {
 		t.Errorf("ReadyNodeIPs = %v, want %v", got, want)
 	}
 }
+
+// TestElection: the elected node writes status; a node whose ingress is
+// disabled leaves the election and releases the Lease.
+func TestElection(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer be.Close()
+	c, client := start(t, objects(t, be.Listener.Addr().String())...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := c.Sync(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	poll := func(what string, cond func(ctx context.Context) bool) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			return cond(ctx), nil
+		}); err != nil {
+			t.Fatalf("%s: %v (status: %s)", what, err, c.Details()["status"])
+		}
+	}
+	poll("status written by the leader", func(ctx context.Context) bool {
+		ing, err := client.NetworkingV1().Ingresses("default").Get(ctx, "web", metav1.GetOptions{})
+		return err == nil && len(ing.Status.LoadBalancer.Ingress) == 1
+	})
+	lease, err := client.CoordinationV1().Leases(LeaseNamespace).Get(ctx, LeaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "n1" {
+		t.Fatalf("lease = %+v, %v", lease, err)
+	}
+	cfg := config.Defaults()
+	cfg.Ingress.Enabled = false
+	if err := c.Reconfigure(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	poll("lease released", func(ctx context.Context) bool {
+		l, err := client.CoordinationV1().Leases(LeaseNamespace).Get(ctx, LeaseName, metav1.GetOptions{})
+		return err == nil && (l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "")
+	})
+	if got := c.Details()["status"]; got != "not electing (ingress disabled)" {
+		t.Errorf("status = %q", got)
+	}
+}

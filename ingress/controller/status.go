@@ -40,6 +40,7 @@ type statusWriter struct {
 	log    *slog.Logger
 	events *events
 	dirty  chan struct{}
+	reconf chan struct{} // the config changed (enabled may have)
 
 	mu      sync.Mutex // guards the fields below
 	cfg     config.Ingress
@@ -47,17 +48,33 @@ type statusWriter struct {
 	leading bool
 	leader  string
 	lastErr string
+	// stopElection leaves the election (ingress disabled).
+	stopElection context.CancelFunc
 }
 
 func newStatusWriter(v *view.View, client kubernetes.Interface, node string, log *slog.Logger) *statusWriter {
-	return &statusWriter{view: v, client: client, node: node, log: log, dirty: make(chan struct{}, 1)}
+	return &statusWriter{view: v, client: client, node: node, log: log, dirty: make(chan struct{}, 1), reconf: make(chan struct{}, 1)}
 }
 
 func (s *statusWriter) setConfig(cfg config.Ingress) {
 	s.mu.Lock()
 	s.cfg = cfg
+	stop := s.stopElection
 	s.mu.Unlock()
+	if !cfg.Enabled && stop != nil {
+		stop() // a node that serves nothing must not hold the Lease
+	}
+	select {
+	case s.reconf <- struct{}{}:
+	default:
+	}
 	s.signal()
+}
+
+func (s *statusWriter) enabled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Enabled
 }
 
 // kick records the served Ingresses and asks for a status pass.
@@ -81,6 +98,8 @@ func (s *statusWriter) describe() string {
 	switch {
 	case s.client == nil:
 		return "not written (no API client)"
+	case !s.cfg.Enabled:
+		return "not electing (ingress disabled)"
 	case s.leading:
 		if s.lastErr != "" {
 			return "leader, writing status: " + s.lastErr
@@ -103,6 +122,13 @@ func (s *statusWriter) run(ctx context.Context) {
 		LockConfig: resourcelock.ResourceLockConfig{Identity: s.node},
 	}
 	for ctx.Err() == nil {
+		if !s.enabled() {
+			select {
+			case <-ctx.Done():
+			case <-s.reconf:
+			}
+			continue
+		}
 		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			LeaseDuration:   15 * time.Second,
@@ -124,7 +150,12 @@ func (s *statusWriter) run(ctx context.Context) {
 			s.log.Error("ingress status leader election", "err", err)
 			return
 		}
-		le.Run(ctx) // returns when leadership is lost or ctx ends
+		ectx, cancel := context.WithCancel(ctx)
+		s.mu.Lock()
+		s.stopElection = cancel
+		s.mu.Unlock()
+		le.Run(ectx) // returns when leadership is lost, ingress is disabled or ctx ends
+		cancel()
 	}
 }
 
