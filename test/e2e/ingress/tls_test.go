@@ -222,7 +222,7 @@ func testWebSocket(t *testing.T, w *world) {
 	}
 }
 
-// testGRPC: gRPC from the client over h2 (TLS) to h2c backends
+// testGRPC: gRPC from the client over h2 (TLS) or h2c to h2c backends
 // (backend-protocol GRPC) and h2-over-TLS backends (GRPCS), with messages
 // and trailers both ways. The Service "api" also serves plain HTTP
 // Ingresses: the protocol belongs to the Ingress, not the Service.
@@ -230,17 +230,20 @@ func testGRPC(t *testing.T, w *world) {
 	w.tlsSecret(t, "tls-grpc", "grpc.test", "grpcs.test")
 	createIngress(t, newIngress("grpc", annotate("backend-protocol", "GRPC"), tlsHosts("tls-grpc", "grpc.test"), rule("grpc.test", prefix("/", "api"))))
 	createIngress(t, newIngress("grpcs", annotate("backend-protocol", "GRPCS"), tlsHosts("tls-grpc", "grpcs.test"), rule("grpcs.test", toPort(prefix("/", "api"), "https"))))
+	createIngress(t, newIngress("grpc-plain", annotate("backend-protocol", "GRPC"), rule("grpc-plain.test", prefix("/", "api"))))
 	createIngress(t, newIngress("grpc-peer", rule("grpc-peer.test", prefix("/", "api"))))
+	// HTTP/2 only: h2 over TLS, h2c (prior knowledge) without.
 	var p http.Protocols
 	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
 	c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
 		DialContext: w.dialer(w.c.Nodes[0]), Protocols: &p,
 		TLSClientConfig: &tls.Config{RootCAs: w.ca.Pool()},
 	}}
 	defer c.CloseIdleConnections()
-	call := func(host string) (string, error) {
+	call := func(url string) (string, error) {
 		body := append(harness.GRPCFrame([]byte("hello")), harness.GRPCFrame([]byte("again"))...)
-		req, err := http.NewRequest("POST", "https://"+host+"/echo.Echo/Say", bytes.NewReader(body))
+		req, err := http.NewRequest("POST", url, bytes.NewReader(body))
 		if err != nil {
 			return "", err
 		}
@@ -268,14 +271,14 @@ func testGRPC(t *testing.T, w *world) {
 		}
 		return resp.Header.Get("X-Pod-Name"), nil
 	}
-	for _, host := range []string{"grpc.test", "grpcs.test"} {
+	for _, url := range []string{"https://grpc.test/echo.Echo/Say", "https://grpcs.test/echo.Echo/Say", "http://grpc-plain.test/echo.Echo/Say"} {
 		var lastErr error
 		err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-			_, lastErr = call(host)
+			_, lastErr = call(url)
 			return lastErr == nil, nil
 		})
 		if err != nil {
-			t.Errorf("gRPC via %s: %v", host, lastErr)
+			t.Errorf("gRPC %s: %v", url, lastErr)
 		}
 	}
 	hc := w.newClient(w.c.Nodes[0], clientOpts{})
