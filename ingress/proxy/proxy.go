@@ -193,7 +193,8 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 	c.connect, c.read, c.send = orDefault(s.ConnectTimeout, DefaultConnectTimeout), orDefault(s.ReadTimeout, DefaultReadTimeout), orDefault(s.SendTimeout, DefaultSendTimeout)
 
 	rp := h.proxies[c.backend.Protocol]
-	// The handler owns r: the rewrite reads the upstream and path from it.
+	// The handler owns r; the proxy copies its (rewritten) path, and
+	// rewrite() finds the chosen upstream through the context.
 	r.URL.Path = c.route.Rewrite(r.URL.Path)
 	r.URL.RawPath = ""
 	rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
