@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,8 @@ type agent struct {
 	start func(ctx context.Context, n *harness.Node) (*harness.Proc, error)
 	// diag is the agent's own metrics, summed up in one line.
 	diag func(n *harness.Node) string
+	// isError tells the lines of its log that report an error.
+	isError func(line string) bool
 }
 
 func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
@@ -45,7 +48,8 @@ func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
 				}
 				return n.Daemon, n.WaitReady(ctx, 5*time.Minute)
 			},
-			diag: nodenetDiag,
+			diag:    nodenetDiag,
+			isError: func(l string) bool { return strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") },
 		},
 		{
 			name: "kube-router", key: "kr",
@@ -76,7 +80,8 @@ func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
 				})
 				return p, err
 			},
-			diag: peerDiag,
+			diag:    peerDiag,
+			isError: func(l string) bool { return strings.HasPrefix(l, "E") || strings.HasPrefix(l, "W") }, // klog
 		},
 	}
 }
@@ -142,7 +147,8 @@ func nodenetDiag(n *harness.Node) string {
 	if err != nil || code != http.StatusOK {
 		return fmt.Sprintf("/metrics: %d %v", code, err)
 	}
-	var parts []string
+	parts := []string{fmt.Sprintf("policy sync errors %s, policy syncs over 1.024s %s",
+		gauge(page, `nodenet_reconcile_errors_total{component="policy"}`), slowSyncs(page, "policy"))}
 	for _, comp := range []string{"policy", "proxy", "pods"} {
 		s := histogram(page, "nodenet_reconcile_duration_seconds", `component="`+comp+`"`)
 		if s.count > 0 {
@@ -181,4 +187,27 @@ func peerDiag(n *harness.Node) string {
 		parts = append(parts, fmt.Sprintf("%s %.0f x mean %s (total %.2fs)", m.label, s.count, round(s.mean()), s.seconds))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// slowSyncs is how many of a component's syncs took over 1.024 s (a
+// bucket bound of nodenet's reconcile histogram).
+func slowSyncs(page, comp string) string {
+	var total, fast float64
+	for line := range strings.SplitSeq(page, "\n") {
+		if !strings.HasPrefix(line, "nodenet_reconcile_duration_seconds_") || !strings.Contains(line, `component="`+comp+`"`) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(line, "nodenet_reconcile_duration_seconds_count"):
+			total += v
+		case strings.Contains(line, `le="1.024"`):
+			fast += v
+		}
+	}
+	return strconv.FormatFloat(total-fast, 'f', 0, 64)
 }

@@ -33,6 +33,10 @@ type result struct {
 	load       string
 	diag       string
 	bulkCreate time.Duration // creating all policies (API only)
+	errLines   int           // log lines of the agent reporting an error
+	firstErr   string
+	kernel     kernelCost
+	compile    time.Duration // nodenet's Build + Rules on the same objects, in this process
 }
 
 type bench struct {
@@ -143,6 +147,9 @@ func (b *bench) runAgent(ctx context.Context, a *agent) (r result, err error) {
 				r.lost++
 				continue
 			}
+			if d > time.Second {
+				fmt.Fprintf(stderr, "  %s: %s enforced only after %.2fs (at %s)\n", a.name, name, d.Seconds(), time.Now().UTC().Format("15:04:05.000"))
+			}
 			if allow {
 				r.allow = append(r.allow, d)
 			} else {
@@ -168,6 +175,14 @@ func (b *bench) runAgent(ctx context.Context, a *agent) (r result, err error) {
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		r.load = strings.Fields(string(la))[0]
+	}
+	r.errLines, r.firstErr = failures(p, a.isError)
+	// Diagnostics, after the agent's numbers were taken.
+	r.kernel = measureKernel(ctx, n, harness.Prefix+"scratch-"+a.key)
+	if a.key == "nn" {
+		if r.compile, err = compileCost(ctx, b.objs, n.Name); err != nil {
+			return r, err
+		}
 	}
 	return r, nil
 }

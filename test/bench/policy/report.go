@@ -92,7 +92,17 @@ func (rep *report) print(w io.Writer) {
 
 	fmt.Fprintln(w, "\nwhere the time goes (the agents' own metrics at the end of the run)")
 	for i, r := range rep.results {
-		fmt.Fprintf(w, "  %-22s %s\n", rep.agents[i].name, r.diag)
+		name := rep.agents[i].name
+		fmt.Fprintf(w, "  %-12s %s\n", name, r.diag)
+		fmt.Fprintf(w, "  %-12s kernel state: %s\n", "", r.kernel)
+		fmt.Fprintf(w, "  %-12s %d log lines reporting errors or warnings", "", r.errLines)
+		if r.firstErr != "" {
+			fmt.Fprintf(w, ", the first: %.240s", r.firstErr)
+		}
+		fmt.Fprintln(w)
+		if r.compile > 0 {
+			fmt.Fprintf(w, "  %-12s its compile alone (policy.Build + Rules on the same objects, in the benchmark process, median of 3): %s\n", "", round(r.compile))
+		}
 	}
 	rep.targets(w)
 }

@@ -89,7 +89,7 @@ func histogram(page, name, match string) sum {
 	return s
 }
 
-// gauge is the sum of a metric's series, as text ("?" when absent).
+// gauge is the sum of a metric's series, as text.
 func gauge(page, name string) string {
 	total, found := 0.0, false
 	for line := range strings.SplitSeq(page, "\n") {
@@ -103,7 +103,7 @@ func gauge(page, name string) string {
 		}
 	}
 	if !found {
-		return "?"
+		return "0" // a counter never incremented has no series
 	}
 	return strconv.FormatFloat(total, 'f', -1, 64)
 }
