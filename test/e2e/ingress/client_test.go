@@ -197,6 +197,7 @@ func is(code int, pods ...string) func(result) bool {
 // answer that is not a 200 from an accepted pod as a failure.
 type load struct {
 	ok, failed atomic.Int64
+	stopped    atomic.Bool
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 
@@ -257,9 +258,13 @@ func (l *load) waitMore(t testing.TB, n int64) {
 	}
 }
 
-// stop ends the load and fails t on any failed request.
+// stop ends the load and fails t on any failed request; only its first
+// call counts (it is also deferred, for tests that end early).
 func (l *load) stop(t testing.TB, what string) {
 	t.Helper()
+	if l.stopped.Swap(true) {
+		return
+	}
 	l.cancel()
 	l.wg.Wait()
 	t.Logf("%s: %d requests ok, %d failed", what, l.ok.Load(), l.failed.Load())

@@ -49,5 +49,6 @@ func TestIngress(t *testing.T) {
 	t.Run("DefaultBackend", func(t *testing.T) { testDefaultBackend(t, w) })
 	t.Run("EndpointRemovalUnderLoad", func(t *testing.T) { testEndpointRemoval(t, w) })
 	t.Run("UpdatesUnderLoad", func(t *testing.T) { testUpdatesUnderLoad(t, w) })
+	t.Run("ConfigReload", func(t *testing.T) { testConfigReload(t, w) })
 	t.Run("StatusAndObservability", func(t *testing.T) { testStatus(t, w) })
 }

@@ -1,8 +1,11 @@
 package ingress
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -217,4 +220,68 @@ func markReady(t *testing.T, name string) {
 	if err != nil {
 		t.Fatalf("mark node %s Ready: %v", name, err)
 	}
+}
+
+// testConfigReload: a changed [ingress] section applies on SIGHUP under
+// load without a failed request, and a listener moves live.
+func testConfigReload(t *testing.T, w *world) {
+	a := w.c.Nodes[0]
+	orig, err := os.ReadFile(a.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func(ingressKeys string) {
+		t.Helper()
+		cfg := strings.Replace(string(orig), "[ingress]\n", "[ingress]\n"+ingressKeys, 1)
+		if err := a.WriteConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := a.WriteConfig(string(orig)); err == nil {
+			_ = a.Signal(syscall.SIGHUP)
+		}
+	})
+	createIngress(t, newIngress("reload", rule("reload.test", prefix("/", "web"))))
+	c := w.newClient(a, clientOpts{})
+	c.servedBy(t, get("http://reload.test/"), web...)
+	const size = 1536 << 10 // over the default max_body_size (1m)
+	post := func() request {
+		return request{method: "POST", url: "http://reload.test/", body: bytes.NewReader(make([]byte, size)), length: size}
+	}
+	c.once(t, "1.5 MiB over the default limit", post(), is(http.StatusRequestEntityTooLarge))
+
+	l := w.startLoad(loadOpts{url: "http://reload.test/", accept: web, workers: 4, node: a})
+	defer l.stop(t, "config reload")
+	l.waitMore(t, 100)
+	reload("max_body_size = \"2m\"\n")
+	c.eventually(t, "max_body_size 2m after SIGHUP", post(), is(http.StatusOK, web...))
+	l.waitMore(t, 100)
+	l.stop(t, "config reload")
+
+	// The HTTPS listener moves from :443 to :8443.
+	reload("https_listen = \":8443\"\n")
+	err = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn, err := w.dialer(a)(ctx, "tcp", "x:8443")
+		if err != nil {
+			return false, nil
+		}
+		conn.Close()
+		conn, err = w.dialer(a)(ctx, "tcp", "x:443")
+		if err == nil {
+			conn.Close()
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal("after SIGHUP the HTTPS listener did not move from :443 to :8443")
+	}
+	tc := w.newClient(a, clientOpts{tls: &tls.Config{InsecureSkipVerify: true}})
+	tc.once(t, "HTTPS on the new port", get("https://reload.test:8443/"), is(http.StatusOK, web...))
 }
