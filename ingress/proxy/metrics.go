@@ -71,7 +71,12 @@ func (m *Metrics) get(ingress, service string) *stats {
 	defer c.mu.Unlock()
 	s := c.stats[k]
 	if s == nil {
-		s = &stats{key: k, duration: m.requestDuration.WithLabelValues(ingress), upstream: m.upstreamTime.WithLabelValues(service)}
+		s = &stats{key: k, duration: m.requestDuration.WithLabelValues(ingress)}
+		if service == "" { // unmatched requests go nowhere upstream
+			s.upstream = prometheus.ObserverFunc(func(float64) {})
+		} else {
+			s.upstream = m.upstreamTime.WithLabelValues(service)
+		}
 		c.stats[k] = s
 	}
 	return s
@@ -82,9 +87,20 @@ func (m *Metrics) retain(keep map[statsKey]bool) {
 	c := m.requests
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	ingresses, services := map[string]bool{}, map[string]bool{}
+	for k := range keep {
+		ingresses[k.ingress], services[k.service] = true, true
+	}
 	for k := range c.stats {
-		if !keep[k] {
-			delete(c.stats, k)
+		if keep[k] {
+			continue
+		}
+		delete(c.stats, k)
+		if !ingresses[k.ingress] {
+			m.requestDuration.DeleteLabelValues(k.ingress)
+		}
+		if !services[k.service] {
+			m.upstreamTime.DeleteLabelValues(k.service)
 		}
 	}
 }
