@@ -156,7 +156,11 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 	if limit > 0 {
 		if r.ContentLength > limit {
 			c.stats = l.stats
-			tooLarge(w, r.Body)
+			var body io.Reader = r.Body
+			if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+				body = nil // the client waits for our word before sending
+			}
+			tooLarge(w, body)
 			return
 		}
 		if r.ContentLength < 0 {
@@ -335,7 +339,7 @@ func tooLarge(w http.ResponseWriter, body io.Reader) {
 	_ = rc.EnableFullDuplex() // HTTP/1: read the body after answering
 	w.Header().Set("Connection", "close")
 	http.Error(w, "413 request entity too large", http.StatusRequestEntityTooLarge)
-	if rc.Flush() != nil {
+	if rc.Flush() != nil || body == nil {
 		return
 	}
 	_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
