@@ -31,6 +31,9 @@ type agent struct {
 	diag func(n *harness.Node) string
 	// isError tells the lines of its log that report an error.
 	isError func(line string) bool
+	// isSync tells the lines of its log that report a policy sync, shown
+	// for a slow flip.
+	isSync func(line string) bool
 }
 
 func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
@@ -38,9 +41,9 @@ func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
 		{
 			name: "nodenet", key: "nn",
 			start: func(ctx context.Context, n *harness.Node) (*harness.Proc, error) {
-				// Info, not the harness' debug: logging must not weigh on the timing.
-				cfg := strings.Replace(n.DefaultConfig(""), `level = "debug"`, `level = "info"`, 1)
-				if err := n.WriteConfig(cfg); err != nil {
+				// The harness config at debug: one line per sync, which a slow
+				// flip shows.
+				if err := n.WriteConfig(n.DefaultConfig("")); err != nil {
 					return nil, err
 				}
 				if err := n.Start(nodenetBin); err != nil {
@@ -50,6 +53,9 @@ func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
 			},
 			diag:    nodenetDiag,
 			isError: func(l string) bool { return strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") },
+			isSync: func(l string) bool {
+				return strings.Contains(l, "runner=policy") || strings.Contains(l, "owner=policy")
+			},
 		},
 		{
 			name: "kube-router", key: "kr",
@@ -65,7 +71,7 @@ func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
 					"--service-cluster-ip-range", serviceCIDR,
 					"--metrics-addr", "127.0.0.1", "--metrics-port", "9081",
 					"--health-port", "0",
-					"--v", "0",
+					"--v", "1", // one line at the start and end of each full sync, which a slow flip shows
 				)
 				if err != nil {
 					return nil, err
@@ -82,6 +88,9 @@ func agents(nodenetBin, peerBin, kubeconfig, serviceCIDR string) []*agent {
 			},
 			diag:    peerDiag,
 			isError: func(l string) bool { return strings.HasPrefix(l, "E") || strings.HasPrefix(l, "W") }, // klog
+			isSync: func(l string) bool {
+				return strings.Contains(l, "sync of iptables") || strings.Contains(l, "sync iptables took")
+			},
 		},
 	}
 }

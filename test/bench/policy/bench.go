@@ -137,6 +137,7 @@ func (b *bench) runAgent(ctx context.Context, a *agent) (r result, err error) {
 	for i := range b.opts.rounds {
 		for _, allow := range []bool{false, true} {
 			name := fmt.Sprintf("%s-%d", map[bool]string{false: "deny", true: "allow"}[allow], i)
+			logAt := len(p.Log())
 			wrote, err := b.flipPolicy(ctx, name, allow)
 			if err != nil {
 				return r, err
@@ -148,7 +149,8 @@ func (b *bench) runAgent(ctx context.Context, a *agent) (r result, err error) {
 				continue
 			}
 			if d > time.Second {
-				fmt.Fprintf(stderr, "  %s: %s enforced only after %.2fs (at %s)\n", a.name, name, d.Seconds(), time.Now().UTC().Format("15:04:05.000"))
+				fmt.Fprintf(stderr, "  %s: %s created at %s, enforced only after %.2fs; its sync log since:\n%s",
+					a.name, name, wrote.UTC().Format("15:04:05.000"), d.Seconds(), syncLog(p.Log()[logAt:], a.isSync, 12))
 			}
 			if allow {
 				r.allow = append(r.allow, d)
@@ -280,4 +282,16 @@ func (b *bench) deleteLocal(ctx context.Context, node string) error {
 		l, err := b.objs.client.CoreV1().Pods("").List(ctx, sel)
 		return err == nil && len(l.Items) == 0, nil
 	})
+}
+
+// syncLog is the first max lines of log that isSync selects, indented.
+func syncLog(log string, isSync func(string) bool, max int) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(log, "\n") {
+		if max > 0 && isSync(line) {
+			fmt.Fprintf(&b, "    %.220s\n", line)
+			max--
+		}
+	}
+	return b.String()
 }

@@ -49,8 +49,9 @@ func (rep *report) print(w io.Writer) {
 		runtime.NumCPU(), o.pods, o.local+4)
 	fmt.Fprintf(w, "%d namespaces, %d NetworkPolicies (ingress from pod/namespace selectors on named and numbered ports; a quarter also egress with an ipBlock)\n",
 		nsCount+1, o.policies)
-	fmt.Fprintln(w, "agents: one at a time, each on a fresh node namespace; nodenet with the harness config at log level info (reconcile.min_interval 50ms),")
-	fmt.Fprintln(w, "        its own CNI; kube-router v2.1.0, only its network policy controller, with its defaults, pods on bridge + host-local")
+	fmt.Fprintln(w, "agents: one at a time, each on a fresh node namespace; nodenet with the harness config (reconcile.min_interval 50ms, log level debug:")
+	fmt.Fprintln(w, "        a line per sync), its own CNI; kube-router v2.1.0, only its network policy controller, with its defaults and --v 1 (a line")
+	fmt.Fprintln(w, "        per sync), pods on bridge + host-local")
 
 	rep.header(w, fmt.Sprintf("(1) new TCP connections/s, client pod -> target pod on the node (%d workers, %s each, connect + RST)", o.connWorkers, o.connDuration))
 	rep.row(w, "no policy", "%.0f/s", func(r result) float64 { return r.cps0 })
