@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -271,12 +270,4 @@ func (l *load) stop(t testing.TB, what string) {
 	if n := l.failed.Load(); n > 0 {
 		t.Errorf("%s: %d of %d requests failed; first: %s", what, n, n+l.ok.Load(), strings.Join(l.failures, "; "))
 	}
-}
-
-func hostOf(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return u
-	}
-	return p.Hostname()
 }
