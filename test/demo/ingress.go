@@ -85,7 +85,11 @@ func ingress(ctx context.Context, cp *harness.ControlPlane, nodes []*harness.Nod
 		if err != nil {
 			return fmt.Errorf("http://%s%s via %s: answered %q, want a %s pod", req.host, req.path, req.node.Name, got, req.want)
 		}
-		fmt.Printf("outside host %s: GET http://%-16s %-12s to %s:80 -> answered by %s", client.IP, req.host, req.path, req.node.Name, got)
+		who := strings.TrimSpace(got)
+		if a, err := harness.ParseAnswer(got); err == nil {
+			who = fmt.Sprintf("%s (connection from %s)", a.Pod, a.Client)
+		}
+		fmt.Printf("outside host %s: GET %-34s to %s:80 -> answered by pod %s\n", client.IP, "http://"+req.host+req.path, req.node.Name, who)
 	}
 	return nil
 }
