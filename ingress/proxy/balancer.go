@@ -16,12 +16,13 @@ type upstream struct {
 
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds
+	idle         chan *pconn  // kept-alive HTTP/1.1 connections (h1Transport)
 }
 
 func newUpstream(addr string) *upstream {
 	h := fnv.New64a()
 	h.Write([]byte(addr))
-	return &upstream{addr: addr, id: strconv.FormatUint(h.Sum64(), 16)}
+	return &upstream{addr: addr, id: strconv.FormatUint(h.Sum64(), 16), idle: make(chan *pconn, idlePerUpstream)}
 }
 
 func (u *upstream) ejected(now int64) bool { return u.ejectedUntil.Load() > now }

@@ -75,9 +75,10 @@ func (p *pool) link(t *routes.Table, m *Metrics) *state {
 		}
 		s.links[r] = l
 	}
-	for k := range p.upstreams {
+	for k, u := range p.upstreams {
 		if !usedUp[k] {
 			delete(p.upstreams, k)
+			u.closeIdle()
 		}
 	}
 	for k := range p.balancers {
@@ -88,4 +89,13 @@ func (p *pool) link(t *routes.Table, m *Metrics) *state {
 	usedStats[statsKey{}] = true // requests no route matched
 	m.retain(usedStats)
 	return s
+}
+
+// closeIdle closes every kept-alive upstream connection.
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, u := range p.upstreams {
+		u.closeIdle()
+	}
 }

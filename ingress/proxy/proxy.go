@@ -64,16 +64,21 @@ func New(o Options, m *Metrics, log *slog.Logger) *Handler {
 	h.closers = append(h.closers, h.access.close)
 	h.opts.Store(&o)
 	h.Swap(routes.Empty())
-	for proto, tr := range transports(h) {
-		rt := &retryTransport{h: h, next: tr}
+	for proto, tr := range transports() {
 		h.closers = append(h.closers, tr.CloseIdleConnections)
+		var rt http.RoundTripper = &timeoutTransport{next: tr}
+		if proto == annotations.HTTP {
+			// The hot path: plain HTTP/1.1 on the handler's goroutine.
+			rt = &h1Transport{fallback: rt}
+		}
 		flush := time.Duration(0)
 		if proto == annotations.GRPC || proto == annotations.GRPCS || proto == annotations.H2C {
 			flush = -1 // streams: every frame goes out at once
 		}
-		h.proxies[proto] = &httputil.ReverseProxy{Rewrite: rewrite, Transport: rt, FlushInterval: flush, BufferPool: buffers,
-			ErrorHandler: h.proxyError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		h.proxies[proto] = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retryTransport{h: h, next: rt}, FlushInterval: flush,
+			BufferPool: buffers, ErrorHandler: h.proxyError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	}
+	h.closers = append(h.closers, h.pool.closeIdle)
 	return h
 }
 
@@ -262,10 +267,10 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 			return
 		}
 		code = http.StatusRequestEntityTooLarge
+	case r.Context().Err() != nil:
+		code = 499 // the client went away (nginx's code); nothing is written
 	case c != nil && c.errCode != 0:
 		code = c.errCode
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		code = 499 // the client went away (nginx's code); nothing is written
 	}
 	h.log.Debug("ingress upstream error", "host", r.Host, "path", r.URL.Path, "upstream", upstreamAddr(c), "code", code, "err", err)
 	if code == 499 {

@@ -13,9 +13,10 @@ import (
 	"github.com/nodenet/nodenet/ingress/annotations"
 )
 
-// transports returns one tuned transport per backend protocol. Upstream
-// connections are kept alive and reused generously: pods are few and near.
-func transports(h *Handler) map[string]*http.Transport {
+// transports returns one tuned net/http transport per backend protocol.
+// Upstream connections are kept alive and reused generously: pods are few
+// and near.
+func transports() map[string]*http.Transport {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		timeout := DefaultConnectTimeout
 		if c, ok := ctx.Value(callKey{}).(*call); ok {
@@ -58,13 +59,69 @@ func transports(h *Handler) map[string]*http.Transport {
 
 // retryTransport sends a call to its upstream and, when no connection could
 // be made, ejects that upstream and tries another (idempotent requests
-// without a body only). It also enforces the read and send timeouts.
+// without a body only).
 type retryTransport struct {
 	h    *Handler
 	next http.RoundTripper
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, ok := req.Context().Value(callKey{}).(*call)
+	if !ok {
+		return t.next.RoundTrip(req)
+	}
+	for {
+		start := time.Now()
+		resp, err := t.next.RoundTrip(req)
+		if err == nil {
+			c.upTime = time.Since(start)
+			c.status = resp.StatusCode
+			return resp, nil
+		}
+		c.errCode = 0
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && req.Context().Err() == nil {
+			c.errCode = http.StatusGatewayTimeout // as nginx: a timeout is 504, a failure 502
+		}
+		if !connectFailure(err) || req.Context().Err() != nil {
+			return nil, err
+		}
+		// Connection failed: this endpoint sits out ejection_time.
+		c.up.ejectedUntil.Store(nowNano() + int64(c.opts.EjectionTime))
+		t.h.log.Warn("ingress endpoint ejected", "upstream", c.up.addr, "for", c.opts.EjectionTime, "err", err)
+		if !c.retry || c.ntried >= maxTries {
+			return nil, err
+		}
+		next := c.bal.pick(c.opts.LeastRequests, nowNano(), c.tried[:c.ntried])
+		if next == nil {
+			return nil, err
+		}
+		c.up.inflight.Add(-1)
+		next.inflight.Add(1)
+		c.up = next
+		c.tried[c.ntried] = next
+		c.ntried++
+		req.URL.Host = next.addr
+	}
+}
+
+// timeoutTransport enforces the read and send timeouts around net/http's
+// Transport, which has no per-request pause timeouts: a watchdog cancels
+// the request when neither body moves for that long.
+type timeoutTransport struct {
+	next http.RoundTripper
+}
+
+// errUpstreamTimeout is what a fired watchdog turns the cancellation into.
+var errUpstreamTimeout = &timeoutError{}
+
+type timeoutError struct{}
+
+func (*timeoutError) Error() string   { return "upstream timed out" }
+func (*timeoutError) Timeout() bool   { return true }
+func (*timeoutError) Temporary() bool { return true }
+
+func (t *timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c, ok := req.Context().Value(callKey{}).(*call)
 	if !ok {
 		return t.next.RoundTrip(req)
@@ -76,58 +133,26 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		wd.reset(c.send)
 		req.Body = &kickReader{ReadCloser: req.Body, wd: wd, send: c.send, read: c.read}
 	}
-	for {
-		start := time.Now()
-		resp, err := t.next.RoundTrip(req)
-		if err == nil {
-			c.upTime = time.Since(start)
-			c.status = resp.StatusCode
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				// An upgraded connection lives as long as its peers want.
-				wd.stop()
-				return resp, nil
-			}
-			if resp.Body != nil && resp.Body != http.NoBody {
-				wd.reset(c.read)
-				resp.Body = &watchedBody{ReadCloser: resp.Body, wd: wd, d: c.read, cancel: cancel}
-			} else {
-				wd.stop()
-				cancel()
-			}
-			return resp, nil
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		wd.stop()
+		cancel()
+		if wd.fired() {
+			return nil, errUpstreamTimeout
 		}
-		var ne net.Error
-		if wd.fired() || (errors.As(err, &ne) && ne.Timeout()) {
-			c.errCode = http.StatusGatewayTimeout // as nginx: a timeout is 504, a failure 502
-		} else {
-			c.errCode = 0
-		}
-		if !connectFailure(err) || req.Context().Err() != nil && !wd.fired() {
-			wd.stop()
-			cancel()
-			return nil, err
-		}
-		// Connection failed: this endpoint sits out ejection_time.
-		c.up.ejectedUntil.Store(nowNano() + int64(c.opts.EjectionTime))
-		t.h.log.Warn("ingress endpoint ejected", "upstream", c.up.addr, "for", c.opts.EjectionTime, "err", err)
-		if !c.retry || c.ntried >= maxTries || wd.fired() {
-			wd.stop()
-			cancel()
-			return nil, err
-		}
-		next := c.bal.pick(c.opts.LeastRequests, nowNano(), c.tried[:c.ntried])
-		if next == nil {
-			wd.stop()
-			cancel()
-			return nil, err
-		}
-		c.up.inflight.Add(-1)
-		next.inflight.Add(1)
-		c.up = next
-		c.tried[c.ntried] = next
-		c.ntried++
-		req.URL.Host = next.addr
+		return nil, err
 	}
+	switch {
+	case resp.StatusCode == http.StatusSwitchingProtocols:
+		wd.stop() // an upgraded connection lives as long as its peers want
+	case resp.Body != nil && resp.Body != http.NoBody:
+		wd.reset(c.read)
+		resp.Body = &watchedBody{ReadCloser: resp.Body, wd: wd, d: c.read, cancel: cancel}
+	default:
+		wd.stop()
+		cancel()
+	}
+	return resp, nil
 }
 
 // connectFailure reports whether err means no connection was made, so the

@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// h1Transport sends plain HTTP/1.1 requests on the handler's own
+// goroutine over kept-alive connections pooled per upstream. net/http's
+// Transport hands every request to two goroutines of its own (a writer
+// and a reader) and back through channels; for a proxy whose upstreams
+// are a few pods away, those hand-offs were a large share of the CPU per
+// request. Timeouts are socket deadlines instead of timers and contexts.
+// Upgrades go through net/http's Transport (fallback), which owns the
+// connection hand-over they need.
+type h1Transport struct {
+	fallback http.RoundTripper
+}
+
+// idlePerUpstream bounds the kept-alive connections of one upstream.
+const idlePerUpstream = 512
+
+// pconn is one upstream connection.
+type pconn struct {
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+}
+
+func (u *upstream) getConn() *pconn {
+	select {
+	case pc := <-u.idle:
+		return pc
+	default:
+		return nil
+	}
+}
+
+func (u *upstream) putConn(pc *pconn) {
+	select {
+	case u.idle <- pc:
+	default:
+		pc.conn.Close()
+	}
+}
+
+// closeIdle closes the kept-alive connections (upstream gone, shutdown).
+func (u *upstream) closeIdle() {
+	for {
+		select {
+		case pc := <-u.idle:
+			pc.conn.Close()
+		default:
+			return
+		}
+	}
+}
+
+// aLongTimeAgo is a deadline that has passed: it interrupts blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, ok := req.Context().Value(callKey{}).(*call)
+	if !ok || req.Header.Get("Upgrade") != "" {
+		return t.fallback.RoundTrip(req)
+	}
+	replayable := req.Body == nil || req.Body == http.NoBody
+	for attempt := 0; ; attempt++ {
+		pc, reused := c.up.getConn(), true
+		if pc == nil {
+			conn, err := (&net.Dialer{Timeout: c.connect, KeepAlive: 30 * time.Second}).DialContext(req.Context(), "tcp", c.up.addr)
+			if err != nil {
+				return nil, err
+			}
+			pc, reused = &pconn{conn: conn, br: bufio.NewReaderSize(conn, 16<<10), bw: bufio.NewWriterSize(conn, 8<<10)}, false
+		}
+		resp, err := t.exchange(pc, req, c)
+		if err == nil {
+			return resp, nil
+		}
+		pc.conn.Close()
+		// A kept-alive connection the upstream closed while it was idle
+		// fails before the request reached anyone: send it again on a
+		// new connection, if its body can be sent again.
+		if reused && replayable && attempt == 0 && staleConn(err) && req.Context().Err() == nil {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// exchange writes req and reads the response head on pc.
+func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Response, error) {
+	// A client that goes away interrupts whatever is blocked.
+	stop := context.AfterFunc(req.Context(), func() { pc.conn.SetDeadline(aLongTimeAgo) })
+	w := &deadlineWriter{conn: pc.conn, d: c.send}
+	pc.bw.Reset(w)
+	var body *bodyReader
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &bodyReader{ReadCloser: req.Body}
+		req.Body = body
+	}
+	if err := req.Write(pc.bw); err != nil {
+		stop()
+		if body != nil && body.err != nil {
+			return nil, body.err // the client's side failed (say, too large): not the upstream's
+		}
+		return nil, err
+	}
+	if err := pc.bw.Flush(); err != nil {
+		stop()
+		return nil, err
+	}
+	start := time.Now()
+	pc.conn.SetReadDeadline(start.Add(c.read))
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		// 1xx other than 101 are interim: the final answer follows.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	b := &h1Body{rc: resp.Body, pc: pc, up: c.up, keep: keep, stop: stop, read: c.read, deadline: start.Add(c.read)}
+	if resp.Body == http.NoBody {
+		b.done(true)
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// bodyReader keeps the error of reading the client's body, which
+// Request.Write hides behind an unwrappable type.
+type bodyReader struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// deadlineWriter renews the write deadline before each write: the send
+// timeout bounds a pause, not the whole upload.
+type deadlineWriter struct {
+	conn net.Conn
+	d    time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.conn.SetWriteDeadline(time.Now().Add(w.d))
+	return w.conn.Write(p)
+}
+
+// h1Body is a response body; read to its end on a reusable connection,
+// it puts the connection back into the pool.
+type h1Body struct {
+	rc       io.ReadCloser
+	pc       *pconn
+	up       *upstream
+	keep     bool
+	stop     func() bool
+	read     time.Duration
+	deadline time.Time
+	finished atomic.Bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.finished.Load() { // the connection may serve another request now
+		return 0, io.EOF
+	}
+	// Renew the read deadline only once a good part of it has passed:
+	// the read timeout bounds a pause, and renewing costs a timer update.
+	if now := time.Now(); b.deadline.Sub(now) < b.read/2 {
+		b.deadline = now.Add(b.read)
+		b.pc.conn.SetReadDeadline(b.deadline)
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.done(true)
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	b.done(false)
+	return nil
+}
+
+// done releases the connection: back to the pool after a complete body,
+// closed otherwise.
+func (b *h1Body) done(complete bool) {
+	if !b.finished.CompareAndSwap(false, true) {
+		return
+	}
+	// A cancellation that already fired may have poisoned the deadline.
+	if !b.stop() {
+		complete = false
+	}
+	if complete && b.keep {
+		// Deadlines stay: the next exchange sets both before any I/O.
+		b.up.putConn(b.pc)
+		return
+	}
+	b.pc.conn.Close()
+}

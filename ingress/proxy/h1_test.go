@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// countingBackend is a backend that counts the connections it accepted.
+func countingBackend(t *testing.T, h http.Handler) (addr string, conns *atomic.Int64, srv *httptest.Server) {
+	conns = new(atomic.Int64)
+	srv = httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return addrOf(srv), conns, srv
+}
+
+func TestH1ConnectionReuse(t *testing.T) {
+	addr, conns, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/head", "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		case "/notmodified":
+			w.WriteHeader(http.StatusNotModified)
+		case "/chunked":
+			w.Header().Set("Trailer", "X-Sum")
+			w.Write([]byte("part1"))
+			w.(http.Flusher).Flush()
+			w.Write([]byte("part2"))
+			w.Header().Set("X-Sum", "42")
+		default:
+			io.Copy(io.Discard, r.Body)
+			io.WriteString(w, "ok")
+		}
+	}))
+	h := newHandler(t, testOptions(), build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addr}}))
+	srv := front(t, h)
+	for i := range 20 {
+		for _, p := range []string{"/", "/empty", "/notmodified", "/chunked"} {
+			method := "GET"
+			if p == "/" && i%2 == 1 {
+				method = "POST"
+			}
+			req, _ := http.NewRequest(method, srv.URL+p, strings.NewReader("body"))
+			req.Host = "a.test"
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if p == "/chunked" && (string(b) != "part1part2" || resp.Trailer.Get("X-Sum") != "42") {
+				t.Fatalf("chunked: %q trailer %v", b, resp.Trailer)
+			}
+		}
+		resp := do(h, "HEAD", "http://a.test/head", nil)
+		resp.Body.Close()
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d upstream connections for 100 sequential requests, want 1 kept alive", n)
+	}
+}
+
+func TestH1StaleConnection(t *testing.T) {
+	addr, conns, srv := countingBackend(t, echoHandler("be"))
+	h := newHandler(t, testOptions(), build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addr}}))
+	if code := do(h, "GET", "http://a.test/", nil).StatusCode; code != 200 {
+		t.Fatal(code)
+	}
+	// The backend drops its idle connections; the pooled one is stale.
+	srv.CloseClientConnections()
+	for i := range 3 {
+		if code := do(h, "GET", "http://a.test/", nil).StatusCode; code != 200 {
+			t.Fatalf("request %d after the backend closed idle connections: %d", i, code)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the stale one replaced once)", n)
+	}
+}
+
+func TestH1ConnectionClose(t *testing.T) {
+	addr, conns, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "bye")
+	}))
+	h := newHandler(t, testOptions(), build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addr}}))
+	for range 3 {
+		if code := do(h, "GET", "http://a.test/", nil).StatusCode; code != 200 {
+			t.Fatal(code)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("%d connections, want 3: the backend said close", n)
+	}
+}
+
+func TestH1ClientGoneMidResponse(t *testing.T) {
+	release := make(chan struct{})
+	addr, conns, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.Write([]byte("first"))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer close(release)
+	h := newHandler(t, testOptions(), build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addr}}))
+	srv := front(t, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/stream", nil)
+	req.Host = "a.test"
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first" {
+		t.Fatalf("read %q %v", buf, err)
+	}
+	cancel()
+	resp.Body.Close()
+	// The half-read upstream connection must never go back to the pool:
+	// the next request gets a fresh one and a clean answer.
+	r := do(h, "GET", "http://a.test/next", nil)
+	if b, _ := io.ReadAll(r.Body); r.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("next request: %d %q", r.StatusCode, b)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
