@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,9 +149,15 @@ func (c *Component) build() (*policy.Model, int, error) {
 	var pods []policy.Pod
 	for _, p := range corePods {
 		pp, ok := policy.PodFromCore(p)
-		if !ok && len(pp.IPs) == 0 && p.Spec.NodeName == c.opts.Node && !pp.HostNetwork && !finished(p) {
-			// Set up by our CNI ADD, not reported by the kubelet yet.
-			pp.IPs, ok = local[p.Namespace+"/"+p.Name], len(local[p.Namespace+"/"+p.Name]) > 0
+		if p.Spec.NodeName == c.opts.Node && !pp.HostNetwork && !finished(p) {
+			// Our CNI ADDs' addresses count from the ADD on, before the
+			// kubelet reports them (a new pod, or a new sandbox of one).
+			for _, a := range local[p.Namespace+"/"+p.Name] {
+				if !slices.Contains(pp.IPs, a) {
+					pp.IPs = append(pp.IPs, a)
+				}
+			}
+			ok = len(pp.IPs) > 0
 		}
 		if ok {
 			pods = append(pods, pp)
