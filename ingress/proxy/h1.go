@@ -29,26 +29,60 @@ const idlePerUpstream = 512
 
 // pconn is one upstream connection.
 type pconn struct {
-	conn net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
+	conn      net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
 }
 
+// checkAfter: a connection idle longer than this is checked for a close
+// by the upstream before it is used again. Upstreams close idle
+// connections after seconds (Node.js: 5s); one reused within a second is
+// trusted, so a busy proxy pays no extra system call.
+const checkAfter = time.Second
+
 func (u *upstream) getConn() *pconn {
-	select {
-	case pc := <-u.idle:
-		return pc
-	default:
-		return nil
+	for {
+		select {
+		case pc := <-u.idle:
+			if time.Since(pc.idleSince) < checkAfter || alive(pc.conn) {
+				return pc
+			}
+			pc.conn.Close()
+		default:
+			return nil
+		}
 	}
 }
 
 func (u *upstream) putConn(pc *pconn) {
+	pc.idleSince = time.Now()
 	select {
 	case u.idle <- pc:
 	default:
 		pc.conn.Close()
 	}
+}
+
+// alive peeks at an idle connection without blocking: nothing to read
+// means open; end of stream, an error or unexpected data mean unusable.
+func alive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var buf [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = errors.Is(rerr, syscall.EAGAIN)
+		return true // never wait
+	})
+	return err == nil && ok
 }
 
 // closeIdle closes the kept-alive connections (upstream gone, shutdown).
@@ -73,7 +107,11 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody
 	for attempt := 0; ; attempt++ {
-		pc, reused := c.up.getConn(), true
+		var pc *pconn
+		if attempt == 0 {
+			pc = c.up.getConn()
+		}
+		reused := pc != nil
 		if pc == nil {
 			conn, err := (&net.Dialer{Timeout: c.connect, KeepAlive: 30 * time.Second}).DialContext(req.Context(), "tcp", c.up.addr)
 			if err != nil {
@@ -89,8 +127,13 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A kept-alive connection the upstream closed while it was idle
 		// fails before the request reached anyone: send it again on a
 		// new connection, if its body can be sent again.
-		if reused && replayable && attempt == 0 && staleConn(err) && req.Context().Err() == nil {
-			continue
+		if reused && staleConn(err) {
+			// Its siblings idled as long: likely closed too (say, the
+			// upstream is shutting down).
+			c.up.closeIdle()
+			if replayable && attempt == 0 && req.Context().Err() == nil {
+				continue
+			}
 		}
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -146,4 +147,40 @@ func TestH1ClientGoneMidResponse(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Errorf("%d connections, want 2", n)
 	}
+}
+
+func TestAlive(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !alive(client) {
+		t.Error("open idle connection reported dead")
+	}
+	server.Write([]byte("x"))
+	if alive(client) {
+		t.Error("connection with unexpected data reported usable")
+	}
+	client2, _ := net.Dial("tcp", l.Addr().String())
+	defer client2.Close()
+	server2, _ := l.Accept()
+	server2.Close()
+	// The FIN arrives asynchronously; loopback delivers it at once, but poll briefly.
+	for range 100 {
+		if !alive(client2) {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Error("connection closed by the peer reported alive")
 }
