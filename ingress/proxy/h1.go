@@ -33,6 +33,35 @@ type pconn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	// The deadlines set on conn. Renewing costs a timer update, so they
+	// are renewed only when they are off by more than a little slack: on a
+	// busy connection, rarely.
+	rd, wd time.Time
+}
+
+// renewSlack is how much earlier than the timeout a deadline may fire.
+func renewSlack(d time.Duration) time.Duration { return min(d/20, 50*time.Millisecond) }
+
+// within reports whether a deadline lies in [now+d-slack, now+d]: close
+// enough to a fresh one. Later counts as wrong too: the connection may
+// have served a route with a longer timeout.
+func within(deadline, now time.Time, d time.Duration) bool {
+	left := deadline.Sub(now)
+	return left <= d && left >= d-renewSlack(d)
+}
+
+func (pc *pconn) readWithin(now time.Time, d time.Duration) {
+	if !within(pc.rd, now, d) {
+		pc.rd = now.Add(d)
+		pc.conn.SetReadDeadline(pc.rd)
+	}
+}
+
+func (pc *pconn) writeWithin(now time.Time, d time.Duration) {
+	if !within(pc.wd, now, d) {
+		pc.wd = now.Add(d)
+		pc.conn.SetWriteDeadline(pc.wd)
+	}
 }
 
 // checkAfter: a connection idle longer than this is checked for a close
@@ -147,7 +176,7 @@ func staleConn(err error) bool {
 func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Response, error) {
 	// A client that goes away interrupts whatever is blocked.
 	stop := context.AfterFunc(req.Context(), func() { pc.conn.SetDeadline(aLongTimeAgo) })
-	w := &deadlineWriter{conn: pc.conn, d: c.send}
+	w := &deadlineWriter{pc: pc, d: c.send}
 	pc.bw.Reset(w)
 	var body *bodyReader
 	if req.Body != nil && req.Body != http.NoBody {
@@ -165,8 +194,7 @@ func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Res
 		stop()
 		return nil, err
 	}
-	start := time.Now()
-	pc.conn.SetReadDeadline(start.Add(c.read))
+	pc.readWithin(time.Now(), c.read)
 	var resp *http.Response
 	for {
 		var err error
@@ -181,7 +209,7 @@ func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Res
 		}
 	}
 	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	b := &h1Body{rc: resp.Body, pc: pc, up: c.up, keep: keep, stop: stop, read: c.read, deadline: start.Add(c.read)}
+	b := &h1Body{rc: resp.Body, pc: pc, up: c.up, keep: keep, stop: stop, read: c.read}
 	if resp.Body == http.NoBody {
 		b.done(true)
 		return resp, nil
@@ -208,13 +236,13 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // deadlineWriter renews the write deadline before each write: the send
 // timeout bounds a pause, not the whole upload.
 type deadlineWriter struct {
-	conn net.Conn
-	d    time.Duration
+	pc *pconn
+	d  time.Duration
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
-	w.conn.SetWriteDeadline(time.Now().Add(w.d))
-	return w.conn.Write(p)
+	w.pc.writeWithin(time.Now(), w.d)
+	return w.pc.conn.Write(p)
 }
 
 // h1Body is a response body; read to its end on a reusable connection,
@@ -226,7 +254,6 @@ type h1Body struct {
 	keep     bool
 	stop     func() bool
 	read     time.Duration
-	deadline time.Time
 	finished atomic.Bool
 }
 
@@ -234,12 +261,8 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.finished.Load() { // the connection may serve another request now
 		return 0, io.EOF
 	}
-	// Renew the read deadline only once a good part of it has passed:
-	// the read timeout bounds a pause, and renewing costs a timer update.
-	if now := time.Now(); b.deadline.Sub(now) < b.read/2 {
-		b.deadline = now.Add(b.read)
-		b.pc.conn.SetReadDeadline(b.deadline)
-	}
+	// The read timeout bounds a pause, not the whole body.
+	b.pc.readWithin(time.Now(), b.read)
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.done(true)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 )
@@ -183,4 +184,56 @@ func TestAlive(t *testing.T) {
 		runtime.Gosched()
 	}
 	t.Error("connection closed by the peer reported alive")
+}
+
+func TestWithin(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, tt := range []struct {
+		left, d time.Duration
+		want    bool
+	}{
+		{60 * time.Second, 60 * time.Second, true},
+		{60*time.Second - 10*time.Millisecond, 60 * time.Second, true},
+		{60*time.Second - 60*time.Millisecond, 60 * time.Second, false}, // more than 50ms early
+		{59 * time.Second, time.Second, false},                          // a longer timeout's deadline
+		{time.Second - 40*time.Millisecond, time.Second, true},
+		{time.Second - 60*time.Millisecond, time.Second, false},
+		{-time.Second, time.Second, false},
+	} {
+		if got := within(now.Add(tt.left), now, tt.d); got != tt.want {
+			t.Errorf("within(now+%s, %s) = %v, want %v", tt.left, tt.d, got, tt.want)
+		}
+	}
+}
+
+// TestTimeoutPerRouteOnSharedConnection: a kept-alive connection that
+// served a route with the default 60s read timeout still times out after
+// 200ms for a route that says so.
+func TestTimeoutPerRouteOnSharedConnection(t *testing.T) {
+	addr, conns, _ := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-time.After(5 * time.Second):
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, "ok")
+	}))
+	h := newHandler(t, testOptions(), build(t, []*networkingv1.Ingress{
+		ingress("long", 0, "a.test", "/", "web"),
+		ingress("short", 1, "b.test", "/", "web", "proxy-read-timeout", "200ms"),
+	}, svc{"web", []string{addr}}))
+	if code := do(h, "GET", "http://a.test/fast", nil).StatusCode; code != 200 {
+		t.Fatal(code)
+	}
+	start := time.Now()
+	if code := do(h, "GET", "http://b.test/slow", nil).StatusCode; code != http.StatusGatewayTimeout {
+		t.Errorf("slow answer on the short route: %d, want 504", code)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %s, want about 200ms", d)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections: the short route did not reuse the kept-alive one", n)
+	}
 }
