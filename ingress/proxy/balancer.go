@@ -16,13 +16,15 @@ type upstream struct {
 
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds
-	idle         chan *pconn  // kept-alive HTTP/1.1 connections (h1Transport)
+	// idle holds kept-alive HTTP/1.1 connections (h1Transport); made on
+	// first use, since most endpoints of a large cluster never see one.
+	idle atomic.Pointer[chan *pconn]
 }
 
 func newUpstream(addr string) *upstream {
 	h := fnv.New64a()
 	h.Write([]byte(addr))
-	return &upstream{addr: addr, id: strconv.FormatUint(h.Sum64(), 16), idle: make(chan *pconn, idlePerUpstream)}
+	return &upstream{addr: addr, id: strconv.FormatUint(h.Sum64(), 16)}
 }
 
 func (u *upstream) ejected(now int64) bool { return u.ejectedUntil.Load() > now }

@@ -25,7 +25,7 @@ type h1Transport struct {
 }
 
 // idlePerUpstream bounds the kept-alive connections of one upstream.
-const idlePerUpstream = 512
+const idlePerUpstream = 256
 
 // pconn is one upstream connection.
 type pconn struct {
@@ -71,9 +71,13 @@ func (pc *pconn) writeWithin(now time.Time, d time.Duration) {
 const checkAfter = time.Second
 
 func (u *upstream) getConn() *pconn {
+	idle := u.idle.Load()
+	if idle == nil {
+		return nil
+	}
 	for {
 		select {
-		case pc := <-u.idle:
+		case pc := <-*idle:
 			if time.Since(pc.idleSince) < checkAfter || alive(pc.conn) {
 				return pc
 			}
@@ -86,8 +90,14 @@ func (u *upstream) getConn() *pconn {
 
 func (u *upstream) putConn(pc *pconn) {
 	pc.idleSince = time.Now()
+	idle := u.idle.Load()
+	if idle == nil {
+		ch := make(chan *pconn, idlePerUpstream)
+		u.idle.CompareAndSwap(nil, &ch) // or another request made it first
+		idle = u.idle.Load()
+	}
 	select {
-	case u.idle <- pc:
+	case *idle <- pc:
 	default:
 		pc.conn.Close()
 	}
@@ -116,9 +126,13 @@ func alive(c net.Conn) bool {
 
 // closeIdle closes the kept-alive connections (upstream gone, shutdown).
 func (u *upstream) closeIdle() {
+	idle := u.idle.Load()
+	if idle == nil {
+		return
+	}
 	for {
 		select {
-		case pc := <-u.idle:
+		case pc := <-*idle:
 			pc.conn.Close()
 		default:
 			return
