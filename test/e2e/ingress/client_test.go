@@ -201,6 +201,7 @@ type load struct {
 	wg         sync.WaitGroup
 
 	accept []string // pods whose answers count as success
+	node   *harness.Node
 
 	mu       sync.Mutex // guards failures
 	failures []string   // the first few, with time
@@ -215,7 +216,7 @@ type loadOpts struct {
 
 func (w *world) startLoad(o loadOpts) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel, accept: o.accept}
+	l := &load{cancel: cancel, accept: o.accept, node: o.node}
 	for i := range o.workers {
 		c := w.newClient(o.node, clientOpts{keepAlive: i%2 == 0})
 		l.wg.Go(func() {
@@ -268,6 +269,21 @@ func (l *load) stop(t testing.TB, what string) {
 	l.wg.Wait()
 	t.Logf("%s: %d requests ok, %d failed", what, l.ok.Load(), l.failed.Load())
 	if n := l.failed.Load(); n > 0 {
-		t.Errorf("%s: %d of %d requests failed; first: %s", what, n, n+l.ok.Load(), strings.Join(l.failures, "; "))
+		t.Errorf("%s: %d of %d requests failed; first: %s\n%s", what, n, n+l.ok.Load(), strings.Join(l.failures, "; "), l.daemonTrouble())
 	}
+}
+
+// daemonTrouble is what the ingress node's daemon logged about failed
+// requests and warnings: the access log says which upstream failed how.
+func (l *load) daemonTrouble() string {
+	var out []string
+	for line := range strings.SplitSeq(l.node.Daemon.Log(), "\n") {
+		if strings.Contains(line, " status=5") || strings.Contains(line, "upstream error") || strings.Contains(line, " WRN ") || strings.Contains(line, " ERR ") {
+			out = append(out, line)
+		}
+	}
+	if len(out) > 30 {
+		out = out[len(out)-30:]
+	}
+	return "daemon log, failed requests and warnings:\n" + strings.Join(out, "\n")
 }
