@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -139,7 +140,7 @@ func (b *bench) floor(ctx context.Context, f floor) (time.Duration, error) {
 			return 0, fmt.Errorf("%s: %v: %s", f.what, err, out)
 		}
 	}
-	return percentile(ds, 0.5), nil
+	return benchkit.Percentile(ds, 0.5), nil
 }
 
 // round measures one implementation: the sequential phase, then the
@@ -165,8 +166,8 @@ func (b *bench) round(ctx context.Context, im *impl, rep *report) (roundResult, 
 	}
 	// Back to back, so the sum of the invocations is the loop's wall time.
 	r.addSeqTput = float64(len(pods)) / sumDurations(adds).Seconds()
-	r.addP50, r.addP99 = percentile(adds, 0.5), percentile(adds, 0.99)
-	r.delP50, r.delP99 = percentile(dels, 0.5), percentile(dels, 0.99)
+	r.addP50, r.addP99 = benchkit.Percentile(adds, 0.5), benchkit.Percentile(adds, 0.99)
+	r.delP50, r.delP99 = benchkit.Percentile(dels, 0.5), benchkit.Percentile(dels, 0.99)
 	if im == b.nodenet {
 		after, err := metrics(im.node)
 		if err != nil {
@@ -301,17 +302,6 @@ func (im *impl) checkDistinct(ips []netip.Addr) error {
 		seen[ip] = i
 	}
 	return errors.Join(errs...)
-}
-
-// percentile is the nearest-rank percentile.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*p+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 func median(vs []float64) float64 {

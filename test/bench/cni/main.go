@@ -17,14 +17,13 @@ import (
 	"maps"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -49,50 +48,22 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", time.Second, "pause after creating a batch's namespaces, before timing it")
 	flag.IntVar(&o.floorRun, "floor", 50, "invocations timed for the exec floor")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bench-cni: needs root (it creates network namespaces and runs nodenet in them)")
-		os.Exit(1)
-	}
+	benchkit.RequireRoot("bench-cni", "it creates network namespaces and runs nodenet in them")
 	if o.pods < 1 || o.rounds < 1 || o.workers < 1 || o.warmup < 0 || o.floorRun < 1 {
 		fmt.Fprintln(os.Stderr, "bench-cni: -n, -rounds, -workers and -floor must be at least 1, -warmup at least 0")
 		os.Exit(2)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	err := run(ctx, o)
-	if lerr := harness.LeakCheck(); lerr != nil {
-		err = errors.Join(err, fmt.Errorf("leak check: %w", lerr))
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "bench-cni: interrupted")
-		}
-		fmt.Fprintln(os.Stderr, "bench-cni:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("bench-cni", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 func run(ctx context.Context, o options) (err error) {
-	binDir, err := os.MkdirTemp("", harness.Prefix+"bin-")
+	c, err := benchkit.StartCluster(ctx, "bin-", "starting the control plane and two nodes ...")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(binDir)
-	bin, err := harness.NodenetBinary(binDir)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "starting the control plane and two nodes ...")
-	cp, err := harness.StartControlPlane(ctx, harness.Options{})
-	if err != nil {
-		return fmt.Errorf("control plane: %w", err)
-	}
-	defer func() {
-		if serr := cp.Stop(); serr != nil {
-			err = errors.Join(err, fmt.Errorf("teardown: %w", serr))
-		}
-	}()
-	nn, err := startNodenet(ctx, cp, bin)
+	defer func() { err = errors.Join(err, c.Stop()) }()
+	cp := c.CP
+	nn, err := startNodenet(ctx, cp, c.Nodenet)
 	if err != nil {
 		return err
 	}

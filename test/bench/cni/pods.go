@@ -7,39 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
-// parallel runs fn(0..n-1) on workers goroutines and returns the wall time.
-// The first error stops handing out work.
+// parallel runs fn(0..n-1) on workers goroutines and returns the wall
+// time. The first error stops handing out work; ctx does not: it reaches
+// the calls themselves (create checks it per pod), and a delete must run
+// to the end.
 func parallel(n, workers int, fn func(i int) error) (time.Duration, error) {
-	var next atomic.Int64
-	var mu sync.Mutex // guards errs
-	var errs []error
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					next.Store(int64(n))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return time.Since(start), errors.Join(errs...)
+	err := benchkit.Parallel(context.Background(), n, workers, fn)
+	return time.Since(start), err
 }
 
 // podPool creates pod namespaces and remembers the live ones, so an error or

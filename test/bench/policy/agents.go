@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -127,27 +127,12 @@ func referenceCNI(n *harness.Node) error {
 	if err := os.WriteFile(filepath.Join(n.CNIConfDir, "10-bench-ref.conflist"), conf, 0o644); err != nil {
 		return err
 	}
-	_, err = inNS(n.NS, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+	_, err = benchkit.InNS(n.NS, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
 	return err
 }
 
 // clusterBin is the control plane's binary directory (reference plugins).
 var clusterBin string
-
-// inNS runs a command inside ns without `ip netns exec` (which also
-// remounts /sys): the child is forked from a thread in the namespace.
-func inNS(ns *harness.NS, argv ...string) (string, error) {
-	var out []byte
-	err := ns.Do(func() error {
-		var err error
-		out, err = exec.Command(argv[0], argv[1:]...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		return string(out), fmt.Errorf("in %s: %s: %w: %s", ns.Name, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
 
 // nodenetDiag: the policy component's syncs (count, mean, total) from
 // /metrics.

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -29,7 +30,7 @@ type result struct {
 	deny       []time.Duration
 	allow      []time.Duration
 	lost       int // flips not enforced within flipLimit
-	stats      procStats
+	stats      benchkit.ProcStats
 	load       string
 	diag       string
 	bulkCreate time.Duration // creating all policies (API only)
@@ -169,10 +170,10 @@ func (b *bench) runAgent(ctx context.Context, a *agent) (r result, err error) {
 	}
 	all := append(append([]time.Duration{}, r.deny...), r.allow...)
 	fmt.Fprintf(stderr, "  %s: policy create -> enforced p50 %.1fms p99 %.1fms (%d flips, %d lost)\n",
-		a.name, ms(percentile(all, 0.5)), ms(percentile(all, 0.99)), len(all), r.lost)
+		a.name, ms(benchkit.Percentile(all, 0.5)), ms(benchkit.Percentile(all, 0.99)), len(all), r.lost)
 
 	r.diag = a.diag(n)
-	if r.stats, err = readProcStats(p.Pid()); err != nil {
+	if r.stats, err = benchkit.ReadProcStats(p.Pid()); err != nil {
 		return r, err
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nodenet/nodenet/datapath/iptables"
 	"github.com/nodenet/nodenet/policy"
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -36,12 +37,12 @@ func (k kernelCost) String() string {
 // measureKernel dumps n's ipsets and filter table and times restoring
 // them into a scratch namespace.
 func measureKernel(ctx context.Context, n *harness.Node, scratch string) (k kernelCost) {
-	sets, err := inNS(n.NS, "ipset", "save")
+	sets, err := benchkit.InNS(n.NS, "ipset", "save")
 	if err != nil {
 		k.err = err
 		return k
 	}
-	filter, err := inNS(n.NS, "iptables-save", "-t", "filter")
+	filter, err := benchkit.InNS(n.NS, "iptables-save", "-t", "filter")
 	if err != nil {
 		k.err = err
 		return k
@@ -124,7 +125,7 @@ func compileCost(ctx context.Context, o *objects, node string) (time.Duration, e
 		_ = m.Rules(policy.RuleOptions{Family: iptables.IPv4, Node: node})
 		ds = append(ds, time.Since(start))
 	}
-	return percentile(ds, 0.5), nil
+	return benchkit.Percentile(ds, 0.5), nil
 }
 
 // failures are the lines of an agent's log that report an error.

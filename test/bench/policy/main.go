@@ -26,17 +26,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -67,59 +61,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-policy: need -policies >= 2, -pods >= -local + 4, -rounds, -conn-workers, -workers >= 1")
 		os.Exit(2)
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bench-policy: needs root (it creates network namespaces and runs the agents in them)")
-		os.Exit(1)
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	err := run(ctx, o)
-	if lerr := harness.LeakCheck(); lerr != nil {
-		err = errors.Join(err, fmt.Errorf("leak check: %w", lerr))
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "bench-policy: interrupted")
-		}
-		fmt.Fprintln(os.Stderr, "bench-policy:", err)
-		os.Exit(1)
-	}
+	benchkit.RequireRoot("bench-policy", "it creates network namespaces and runs the agents in them")
+	benchkit.Main("bench-policy", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 func run(ctx context.Context, o options) (err error) {
-	work, err := os.MkdirTemp("", harness.Prefix+"bench-policy-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	bin, err := harness.NodenetBinary(work)
-	if err != nil {
-		return err
-	}
+	// Before StartCluster, which builds nodenet and starts the control
+	// plane in one step.
 	peerBin, err := buildPeer()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stderr, "starting the control plane ...")
-	cp, err := harness.StartControlPlane(ctx, harness.Options{})
-	if err != nil {
-		return fmt.Errorf("control plane: %w", err)
-	}
-	defer func() {
-		if serr := cp.Stop(); serr != nil {
-			err = errors.Join(err, fmt.Errorf("teardown: %w", serr))
-		}
-	}()
-	clusterBin = cp.Bin
-	// Thousands of creates: far above the harness client's QPS.
-	rc := rest.CopyConfig(cp.Admin)
-	rc.QPS, rc.Burst = 2000, 4000
-	client, err := kubernetes.NewForConfig(rc)
+	c, err := benchkit.StartCluster(ctx, "bench-policy-", "starting the control plane ...")
 	if err != nil {
 		return err
 	}
-	kubeconfig := filepath.Join(work, "admin.kubeconfig")
-	if err := writeAdminKubeconfig(cp.Admin, cp.URL, kubeconfig); err != nil {
+	defer func() { err = errors.Join(err, c.Stop()) }()
+	cp := c.CP
+	clusterBin = cp.Bin
+	client, err := benchkit.BulkClient(cp)
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(c.Work, "admin.kubeconfig")
+	if err := benchkit.WriteAdminKubeconfig(cp, kubeconfig); err != nil {
 		return err
 	}
 	objs := &objects{client: client, workers: o.createWorkers}
@@ -132,7 +97,7 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	fmt.Fprintf(stderr, "  %d namespaces, %d remote pods in %.1fs\n", nsCount+1, remote, time.Since(start).Seconds())
-	b := &bench{opts: o, cp: cp, objs: objs, agents: agents(bin, peerBin, kubeconfig, cp.Opts.ServiceCIDR)}
+	b := &bench{opts: o, cp: cp, objs: objs, agents: agents(c.Nodenet, peerBin, kubeconfig, cp.Opts.ServiceCIDR)}
 	rep := &report{opts: o}
 	for _, a := range b.agents {
 		if o.only != "" && a.name != o.only {
@@ -163,15 +128,4 @@ func buildPeer() (string, error) {
 		return "", fmt.Errorf("build kube-router: %w", err)
 	}
 	return strings.TrimSpace(string(out)), nil
-}
-
-// writeAdminKubeconfig writes admin credentials that work from any node
-// namespace (cp.AdminKubeconfig points at 127.0.0.1 in the control plane's).
-func writeAdminKubeconfig(admin *rest.Config, server, path string) error {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["bench"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: admin.CAData}
-	cfg.AuthInfos["bench"] = &clientcmdapi.AuthInfo{ClientCertificateData: admin.CertData, ClientKeyData: admin.KeyData}
-	cfg.Contexts["bench"] = &clientcmdapi.Context{Cluster: "bench", AuthInfo: "bench"}
-	cfg.CurrentContext = "bench"
-	return clientcmd.WriteToFile(*cfg, path)
 }

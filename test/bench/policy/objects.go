@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -50,38 +48,10 @@ type objects struct {
 	workers int
 }
 
-// parallel runs fn(0..n-1) on o.workers goroutines; the first error stops
-// handing out work.
-func (o *objects) parallel(ctx context.Context, n int, fn func(i int) error) error {
-	var next atomic.Int64
-	var mu sync.Mutex // guards errs
-	var errs []error
-	var wg sync.WaitGroup
-	for range o.workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := fn(i); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					next.Store(int64(n))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(append(errs, ctx.Err())...)
-}
-
 // namespaces creates the filler namespaces (labelled team=t<i mod 10>)
 // and the probe namespace.
 func (o *objects) namespaces(ctx context.Context) error {
-	return o.parallel(ctx, nsCount+1, func(i int) error {
+	return benchkit.Parallel(ctx, nsCount+1, o.workers, func(i int) error {
 		name, team := probeNS, "probe"
 		if i < nsCount {
 			name, team = nsName(i), fmt.Sprintf("t%d", i%10)
@@ -109,7 +79,7 @@ func (o *objects) namespaces(ctx context.Context) error {
 func (o *objects) remotePods(ctx context.Context, n int) error {
 	base := remoteBase.As4()
 	first := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
-	return o.parallel(ctx, n, func(j int) error {
+	return benchkit.Parallel(ctx, n, o.workers, func(j int) error {
 		a := first + uint32(j) + 1
 		ip := netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}).String()
 		pod := podSpec(nsName(j%nsCount), fmt.Sprintf("pod-%05d", j), remoteNode, fillerLabels(j))
@@ -194,7 +164,7 @@ func targetPolicy() *networkingv1.NetworkPolicy {
 // namespaces and the probe namespace; the last is targetPolicy. It returns
 // when the last create returned.
 func (o *objects) policies(ctx context.Context, total int) error {
-	return o.parallel(ctx, total, func(i int) error {
+	return benchkit.Parallel(ctx, total, o.workers, func(i int) error {
 		p := targetPolicy()
 		if i < total-1 {
 			ns, k := i%(nsCount+1), i/(nsCount+1)
@@ -212,7 +182,7 @@ func (o *objects) policies(ctx context.Context, total int) error {
 
 // deletePolicies removes every policy (the next agent starts from none).
 func (o *objects) deletePolicies(ctx context.Context) error {
-	return o.parallel(ctx, nsCount+1, func(i int) error {
+	return benchkit.Parallel(ctx, nsCount+1, o.workers, func(i int) error {
 		ns := probeNS
 		if i < nsCount {
 			ns = nsName(i)

@@ -5,6 +5,8 @@ import (
 	"io"
 	"runtime"
 	"time"
+
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 )
 
 // report holds each agent's run, in agent order (nodenet first).
@@ -73,7 +75,7 @@ func (rep *report) print(w io.Writer) {
 			if p == 1 {
 				label = q.label + " max"
 			}
-			rep.row(w, label, "%.1fms", func(r result) float64 { return ms(percentile(q.get(r), p)) })
+			rep.row(w, label, "%.1fms", func(r result) float64 { return ms(benchkit.Percentile(q.get(r), p)) })
 		}
 	}
 	rep.row(w, fmt.Sprintf("not enforced within %s", flipLimit), "%.0f", func(r result) float64 { return float64(r.lost) })
@@ -82,9 +84,9 @@ func (rep *report) print(w io.Writer) {
 
 	rep.header(w, "(3) the agent process over its whole run")
 	rep.row(w, "start -> enforcing (no policy)", "%.2fs", func(r result) float64 { return r.ready.Seconds() })
-	rep.row(w, "CPU s, own", "%.2fs", func(r result) float64 { return r.stats.cpuSelf })
-	rep.row(w, "CPU s, +children", "%.2fs", func(r result) float64 { return r.stats.cpuSelf + r.stats.cpuChildren })
-	rep.row(w, "peak RSS", "%.0f MiB", func(r result) float64 { return float64(r.stats.peakRSS) / (1 << 20) })
+	rep.row(w, "CPU s, own", "%.2fs", func(r result) float64 { return r.stats.CPUSelf })
+	rep.row(w, "CPU s, +children", "%.2fs", func(r result) float64 { return r.stats.CPUSelf + r.stats.CPUChildren })
+	rep.row(w, "peak RSS", "%.0f MiB", func(r result) float64 { return float64(r.stats.PeakRSS) / (1 << 20) })
 	fmt.Fprintf(w, "%-34s", "load average at the end")
 	for _, r := range rep.results {
 		fmt.Fprintf(w, " %-24s", r.load)
@@ -121,7 +123,7 @@ func (rep *report) targets(w io.Writer) {
 		return
 	}
 	nn := rep.results[0]
-	p99 := percentile(all(nn), 0.99)
+	p99 := benchkit.Percentile(all(nn), 0.99)
 	fmt.Fprintln(w, "\ntargets")
 	fmt.Fprintf(w, "  enforcement p99 < 1s:                 %s nodenet p99 %.1fms (%d not enforced within %s)\n",
 		verdict(p99 < time.Second && nn.lost == 0), ms(p99), nn.lost, flipLimit)
@@ -131,7 +133,7 @@ func (rep *report) targets(w io.Writer) {
 		return
 	}
 	pe := rep.results[1]
-	pp99 := percentile(all(pe), 0.99)
+	pp99 := benchkit.Percentile(all(pe), 0.99)
 	fmt.Fprintf(w, "  enforcement p99 ahead of the peer:    %s nodenet %.1fms, kube-router %.1fms\n", verdict(p99 < pp99), ms(p99), ms(pp99))
 	fmt.Fprintf(w, "  conns/s with policies ahead of peer:  %s nodenet %.0f/s, kube-router %.0f/s\n", verdict(nn.cps1000 > pe.cps1000), nn.cps1000, pe.cps1000)
 }

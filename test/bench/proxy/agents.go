@@ -5,18 +5,13 @@ import (
 	"encoding/base32"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -126,22 +121,6 @@ func kubeProxyNFTService(svc string) string {
 	return "service-" + b32sha(base)[:8] + "-" + base
 }
 
-// inNS runs a command inside ns without `ip netns exec` (which also
-// remounts /sys): the child is forked from an OS thread switched into the
-// namespace, and inherits it. This keeps the 1 ms polls cheap.
-func inNS(ns *harness.NS, argv []string) (string, error) {
-	var out []byte
-	err := ns.Do(func() error {
-		var err error
-		out, err = exec.Command(argv[0], argv[1:]...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		return string(out), fmt.Errorf("in %s: %s: %w: %s", ns.Name, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
-
 // dnatTarget matches an endpoint in a DNAT statement as iptables-save
 // prints it (--to-destination 10.0.0.1:8080) and as nft prints it in a
 // numgen map (10.0.0.1 . 8080) or alone (dnat to 10.0.0.1:8080).
@@ -169,72 +148,15 @@ func dnatEndpoints(dump string) []string {
 // programmed reports whether the agent's chain for (svc, ep) is in the
 // kernel and DNATs to ep.
 func (a *agent) programmed(ns *harness.NS, svc string, ep netip.Addr) bool {
-	out, err := inNS(ns, a.endpointQuery(svc, ep))
+	out, err := benchkit.InNS(ns, a.endpointQuery(svc, ep)...)
 	return err == nil && slices.Contains(dnatEndpoints(out), ep.String())
 }
 
 // countDNAT counts the endpoints DNATed to in the agent's whole nat ruleset.
 func (a *agent) countDNAT(ns *harness.NS) (int, error) {
-	out, err := inNS(ns, a.dumpQuery)
+	out, err := benchkit.InNS(ns, a.dumpQuery...)
 	if err != nil {
 		return 0, err
 	}
 	return len(dnatEndpoints(out)), nil
-}
-
-// procStats are a process' CPU time (own, and of its waited-for children:
-// iptables-restore, nft) and peak resident memory.
-type procStats struct {
-	cpuSelf, cpuChildren float64 // seconds
-	peakRSS              int64   // bytes
-}
-
-const clockTicks = 100 // USER_HZ on Linux
-
-func readProcStats(pid int) (procStats, error) {
-	var s procStats
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, err
-	}
-	// Fields after the ")" closing the command name: state is field 3, so
-	// utime (14), stime (15), cutime (16), cstime (17) are f[11..14].
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	if len(f) < 15 {
-		return s, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	var t [4]float64
-	for i := range t {
-		v, err := strconv.ParseInt(f[11+i], 10, 64)
-		if err != nil {
-			return s, fmt.Errorf("/proc/%d/stat field %d: %w", pid, 14+i, err)
-		}
-		t[i] = float64(v) / clockTicks
-	}
-	s.cpuSelf, s.cpuChildren = t[0]+t[1], t[2]+t[3]
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s, err
-	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return s, fmt.Errorf("/proc/%d/status VmHWM %q: %w", pid, v, err)
-			}
-			s.peakRSS = kb * 1024
-		}
-	}
-	return s, nil
-}
-
-// writeAdminKubeconfig writes admin credentials that work from any node
-// namespace (cp.AdminKubeconfig points at 127.0.0.1 in the control plane's).
-func writeAdminKubeconfig(admin *rest.Config, server, path string) error {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["bench"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: admin.CAData}
-	cfg.AuthInfos["bench"] = &clientcmdapi.AuthInfo{ClientCertificateData: admin.CertData, ClientKeyData: admin.KeyData}
-	cfg.Contexts["bench"] = &clientcmdapi.Context{Cluster: "bench", AuthInfo: "bench"}
-	cfg.CurrentContext = "bench"
-	return clientcmd.WriteToFile(*cfg, path)
 }

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -27,7 +27,7 @@ type result struct {
 	queryCost   time.Duration // p50 of one endpoint-chain query during the latency phase
 	cps         float64       // new connections/s to the target ClusterIP
 	connErrs    int64
-	stats       procStats
+	stats       benchkit.ProcStats
 	load        string             // /proc/loadavg's 1-minute average at the end of the run
 	restoreFull time.Duration      // iptables-restore of the agent's nat table into an empty netns
 	restoreOne  time.Duration      // iptables-restore --noflush of one unchanged chain, the ruleset in place
@@ -152,7 +152,7 @@ func (b *bench) runAgent(ctx context.Context, a *agent, size int, latency, conns
 // finish records the agent's CPU, memory and sync metrics, and stops it.
 func (b *bench) finish(a *agent, n *harness.Node, p *harness.Proc, r *result) error {
 	var err error
-	if r.stats, err = readProcStats(p.Pid()); err != nil {
+	if r.stats, err = benchkit.ReadProcStats(p.Pid()); err != nil {
 		return err
 	}
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -195,7 +195,7 @@ func (b *bench) latency(ctx context.Context, a *agent, n *harness.Node, r *resul
 				r.latLost = b.opts.changes - i
 				fmt.Fprintf(stderr, "  %s: change %d (%s -> %s) not programmed after %s; %d changes not measured\n",
 					a.name, i+1, svc, ip, changeTimeout, r.latLost)
-				r.queryCost = percentile(costs, 0.5)
+				r.queryCost = benchkit.Percentile(costs, 0.5)
 				return nil
 			}
 			if err := sleep(ctx, time.Millisecond); err != nil {
@@ -204,8 +204,8 @@ func (b *bench) latency(ctx context.Context, a *agent, n *harness.Node, r *resul
 		}
 		r.lat = append(r.lat, time.Since(wrote))
 	}
-	r.queryCost = percentile(costs, 0.5)
-	fmt.Fprintf(stderr, "  %s: endpoint change p50 %.1fms p99 %.1fms\n", a.name, ms(percentile(r.lat, 0.5)), ms(percentile(r.lat, 0.99)))
+	r.queryCost = benchkit.Percentile(costs, 0.5)
+	fmt.Fprintf(stderr, "  %s: endpoint change p50 %.1fms p99 %.1fms\n", a.name, ms(benchkit.Percentile(r.lat, 0.5)), ms(benchkit.Percentile(r.lat, 0.99)))
 	return nil
 }
 
@@ -260,17 +260,6 @@ func (b *bench) connections(ctx context.Context, n *harness.Node, r *result) err
 	r.connErrs = failed.Load()
 	fmt.Fprintf(stderr, "  %d services: %.0f connections/s (%d failed)\n", r.services, r.cps, r.connErrs)
 	return nil
-}
-
-// percentile is the nearest-rank percentile.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*p+0.999999) - 1
-	return s[max(0, min(i, len(s)-1))]
 }
 
 // sleep waits d unless ctx ends first.

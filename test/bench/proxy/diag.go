@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -15,7 +16,7 @@ import (
 // iptables-save prints it) into an empty scratch namespace: the kernel +
 // iptables-restore share of a full sync, the rest is the agent's own.
 func (b *bench) restoreCost(ctx context.Context, n *harness.Node) (time.Duration, error) {
-	dump, err := inNS(n.NS, []string{"iptables-save", "-t", "nat"})
+	dump, err := benchkit.InNS(n.NS, "iptables-save", "-t", "nat")
 	if err != nil {
 		return 0, err
 	}
@@ -45,7 +46,7 @@ func (b *bench) restoreCost(ctx context.Context, n *harness.Node) (time.Duration
 // phase wrote last), with the whole ruleset in place: the floor of any
 // partial sync that goes through iptables-restore. Median of 3.
 func restoreOneChain(ctx context.Context, a *agent, n *harness.Node, svc string, ep netip.Addr) (time.Duration, error) {
-	rules, err := inNS(n.NS, a.endpointQuery(svc, ep))
+	rules, err := benchkit.InNS(n.NS, a.endpointQuery(svc, ep)...)
 	if err != nil {
 		return 0, err
 	}
@@ -76,5 +77,5 @@ func restoreOneChain(ctx context.Context, a *agent, n *harness.Node, svc string,
 			return 0, err
 		}
 	}
-	return percentile(ds, 0.5), nil
+	return benchkit.Percentile(ds, 0.5), nil
 }

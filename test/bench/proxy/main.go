@@ -25,17 +25,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
 )
 
@@ -75,23 +71,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-proxy: -sizes must be ascending counts of at least 11; -changes, -conn-workers and -workers at least 1", err)
 		os.Exit(2)
 	}
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "bench-proxy: needs root (it creates network namespaces and runs the proxies in them)")
-		os.Exit(1)
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	err = run(ctx, o)
-	if lerr := harness.LeakCheck(); lerr != nil {
-		err = errors.Join(err, fmt.Errorf("leak check: %w", lerr))
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "bench-proxy: interrupted")
-		}
-		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
-		os.Exit(1)
-	}
+	benchkit.RequireRoot("bench-proxy", "it creates network namespaces and runs the proxies in them")
+	benchkit.Main("bench-proxy", func(ctx context.Context) error { return run(ctx, o) })
 }
 
 func parseSizes(s string) ([]int, error) {
@@ -113,33 +94,17 @@ func parseSizes(s string) ([]int, error) {
 const connSmall = 10
 
 func run(ctx context.Context, o options) (err error) {
-	work, err := os.MkdirTemp("", harness.Prefix+"bench-proxy-")
+	c, err := benchkit.StartCluster(ctx, "bench-proxy-", "starting the control plane ...")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	bin, err := harness.NodenetBinary(work)
-	if err != nil {
+	defer func() { err = errors.Join(err, c.Stop()) }()
+	cp := c.CP
+	kubeconfig := filepath.Join(c.Work, "admin.kubeconfig")
+	if err := benchkit.WriteAdminKubeconfig(cp, kubeconfig); err != nil {
 		return err
 	}
-	fmt.Fprintln(stderr, "starting the control plane ...")
-	cp, err := harness.StartControlPlane(ctx, harness.Options{})
-	if err != nil {
-		return fmt.Errorf("control plane: %w", err)
-	}
-	defer func() {
-		if serr := cp.Stop(); serr != nil {
-			err = errors.Join(err, fmt.Errorf("teardown: %w", serr))
-		}
-	}()
-	kubeconfig := filepath.Join(work, "admin.kubeconfig")
-	if err := writeAdminKubeconfig(cp.Admin, cp.URL, kubeconfig); err != nil {
-		return err
-	}
-	// Tens of thousands of creates: far above the harness client's QPS.
-	rc := rest.CopyConfig(cp.Admin)
-	rc.QPS, rc.Burst = 2000, 4000
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := benchkit.BulkClient(cp)
 	if err != nil {
 		return err
 	}
@@ -156,7 +121,7 @@ func run(ctx context.Context, o options) (err error) {
 	if err := objs.setup(ctx, host.IP); err != nil {
 		return err
 	}
-	all := agents(bin, filepath.Join(cp.Bin, "kube-proxy"), kubeconfig, cp.Opts.ClusterCIDR)
+	all := agents(c.Nodenet, filepath.Join(cp.Bin, "kube-proxy"), kubeconfig, cp.Opts.ClusterCIDR)
 	b := &bench{opts: o, cp: cp, objs: objs,
 		agents: slices.DeleteFunc(all, func(a *agent) bool { return !slices.Contains(o.agents, a.key) })}
 	if len(b.agents) == 0 {

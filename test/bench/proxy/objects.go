@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 )
 
 // The objects every agent sees: Services without selectors, each with one
@@ -84,30 +84,11 @@ func (o *objects) grow(ctx context.Context, n int) error {
 	if n <= from {
 		return nil
 	}
-	var next atomic.Int64
-	next.Store(int64(from))
-	var errMu sync.Mutex // guards errs
-	var errs []error
-	var wg sync.WaitGroup
-	for range o.workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if _, err := o.create(ctx, fillerName(i), fillerEndpoints(i)); err != nil {
-					errMu.Lock()
-					errs = append(errs, err)
-					errMu.Unlock()
-					next.Store(int64(n))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+	err := benchkit.Parallel(ctx, n-from, o.workers, func(i int) error {
+		_, err := o.create(ctx, fillerName(from+i), fillerEndpoints(from+i))
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	o.mu.Lock()

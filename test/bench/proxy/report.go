@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 )
 
 // report holds every run: cold[size][i] is agents[i]'s run at size.
@@ -113,7 +115,7 @@ func (rep *report) print(w io.Writer) {
 	t = table{w: w, title: fmt.Sprintf("(2) EndpointSlice write returned -> new endpoint's chain in the kernel, %d services, %d changes (1 ms polls), ms", big, o.changes), cols: cols}
 	t.header()
 	lat := func(p float64) func(result) float64 {
-		return func(r result) float64 { return ms(percentile(r.lat, p)) }
+		return func(r result) float64 { return ms(benchkit.Percentile(r.lat, p)) }
 	}
 	t.row("p50", rep.values(big, lat(0.5)), "%.1fms")
 	t.row("p99", rep.values(big, lat(0.99)), "%.1fms")
@@ -137,13 +139,13 @@ func (rep *report) print(w io.Writer) {
 	t = table{w: w, title: "(4) the agent's CPU and peak memory, per run (start -> stop; the largest run includes (2) and (3))", cols: cols}
 	t.header()
 	for _, size := range rep.sizes {
-		t.row(fmt.Sprintf("CPU s, own @%d", size), rep.values(size, func(r result) float64 { return r.stats.cpuSelf }), "%.2fs")
+		t.row(fmt.Sprintf("CPU s, own @%d", size), rep.values(size, func(r result) float64 { return r.stats.CPUSelf }), "%.2fs")
 	}
 	for _, size := range rep.sizes {
-		t.row(fmt.Sprintf("CPU s, +children @%d", size), rep.values(size, func(r result) float64 { return r.stats.cpuSelf + r.stats.cpuChildren }), "%.2fs")
+		t.row(fmt.Sprintf("CPU s, +children @%d", size), rep.values(size, func(r result) float64 { return r.stats.CPUSelf + r.stats.CPUChildren }), "%.2fs")
 	}
 	for _, size := range rep.sizes {
-		t.row(fmt.Sprintf("peak RSS @%d", size), rep.values(size, func(r result) float64 { return float64(r.stats.peakRSS) / (1 << 20) }), "%.0f MiB")
+		t.row(fmt.Sprintf("peak RSS @%d", size), rep.values(size, func(r result) float64 { return float64(r.stats.PeakRSS) / (1 << 20) }), "%.0f MiB")
 	}
 	for _, size := range rep.sizes {
 		fmt.Fprintf(w, "%-28s", fmt.Sprintf("load average @%d", size))
@@ -244,14 +246,14 @@ func (rep *report) targets(w io.Writer) {
 	if nnBig.timedOut || rep.cold[connSmall][0].timedOut {
 		fmt.Fprintf(w, "  (2), (3) @%d: MISSED nodenet was not programmed within %s\n", big, rep.opts.syncTimeout)
 	} else {
-		p99 := percentile(nnBig.lat, 0.99)
+		p99 := benchkit.Percentile(nnBig.lat, 0.99)
 		lost := ""
 		if nnBig.latLost > 0 {
 			lost = fmt.Sprintf("; %d of %d changes not programmed within %s (p50/p99 over the %d measured)",
 				nnBig.latLost, rep.opts.changes, changeTimeout, len(nnBig.lat))
 		}
 		fmt.Fprintf(w, "  (2) change -> kernel p99 @%d < 100ms:         %s nodenet p99 %.1fms (p50 %.1fms)%s\n",
-			big, verdict(p99 < 100*time.Millisecond && nnBig.latLost == 0), ms(p99), ms(percentile(nnBig.lat, 0.5)), lost)
+			big, verdict(p99 < 100*time.Millisecond && nnBig.latLost == 0), ms(p99), ms(benchkit.Percentile(nnBig.lat, 0.5)), lost)
 		s, l := rep.cold[connSmall][0].cps, nnBig.cps
 		fmt.Fprintf(w, "  (3) conns/s @%d >= 0.9 x @%d:               %s nodenet %.0f/s vs %.0f/s (%.2f)\n",
 			big, connSmall, verdict(l >= 0.9*s), l, s, l/s)
@@ -263,9 +265,9 @@ func (rep *report) targets(w io.Writer) {
 			get  func(result) float64
 			unit string
 		}{
-			{"CPU (own)", func(r result) float64 { return r.stats.cpuSelf }, "s"},
-			{"CPU (+children)", func(r result) float64 { return r.stats.cpuSelf + r.stats.cpuChildren }, "s"},
-			{"peak RSS", func(r result) float64 { return float64(r.stats.peakRSS) / (1 << 20) }, " MiB"},
+			{"CPU (own)", func(r result) float64 { return r.stats.CPUSelf }, "s"},
+			{"CPU (+children)", func(r result) float64 { return r.stats.CPUSelf + r.stats.CPUChildren }, "s"},
+			{"peak RSS", func(r result) float64 { return float64(r.stats.PeakRSS) / (1 << 20) }, " MiB"},
 		} {
 			nn, ipt, nft := m.get(rs[0]), m.get(rs[1]), m.get(rs[2])
 			note := ""
