@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -280,7 +281,8 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	// the kernel.
 	d.pods.SetAdmit(d.policy.Admit)
 	d.ingress, err = controller.New(d.view, controller.Options{Node: cfg.Node.Name, Config: cfg.Ingress,
-		Client: d.client, Registry: d.metrics.Registry, Log: d.log})
+		Client: d.client, Registry: d.metrics.Registry, Log: d.log,
+		NewLogger: func(w io.Writer) *slog.Logger { return logging.New(w, cfg.Log.Format, d.level) }})
 	if err != nil {
 		return nil, err
 	}

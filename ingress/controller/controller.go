@@ -11,9 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +43,9 @@ type Options struct {
 	Client   kubernetes.Interface
 	Registry prometheus.Registerer
 	Log      *slog.Logger
+	// NewLogger builds a logger like Log writing to w; with it, access log
+	// lines go to stderr in batches (one write per burst). Nil: through Log.
+	NewLogger func(w io.Writer) *slog.Logger
 }
 
 // Component is the ingress controller of one node.
@@ -77,6 +82,10 @@ func New(v *view.View, o Options) (*Component, error) {
 		return nil, err
 	}
 	c.handler = proxy.New(hopts, c.metrics, log)
+	if o.NewLogger != nil {
+		lb := &proxy.LineBuffer{W: os.Stderr}
+		c.handler.UseAccessLogger(o.NewLogger(lb).With("component", "ingress"), lb.Flush)
+	}
 	c.server = server.New(c.handler, c.certs.TLSConfig(), c.connState, log)
 	c.events = newEvents(o.Client, o.Node, log)
 	c.status = newStatusWriter(v, o.Client, o.Node, log)

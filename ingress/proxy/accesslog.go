@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type accessEntry struct {
 // the queue is full, lines are dropped and counted.
 type accessLog struct {
 	log     *slog.Logger
+	flush   func() error // after a burst; nil: the logger writes through
 	ch      chan accessEntry
 	done    chan struct{}
 	stop    sync.Once
@@ -31,8 +33,8 @@ type accessLog struct {
 
 const accessQueue = 8192
 
-func newAccessLog(log *slog.Logger) *accessLog {
-	a := &accessLog{log: log, ch: make(chan accessEntry, accessQueue), done: make(chan struct{})}
+func newAccessLog(log *slog.Logger, flush func() error) *accessLog {
+	a := &accessLog{log: log, flush: flush, ch: make(chan accessEntry, accessQueue), done: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -55,6 +57,13 @@ func (a *accessLog) run() {
 		select {
 		case e := <-a.ch:
 			a.write(e)
+			if len(a.ch) == 0 && a.flush != nil {
+				// The burst is over: out it goes, so a quiet proxy's
+				// lines are not held back.
+				if err := a.flush(); err != nil {
+					a.dropped.Add(1)
+				}
+			}
 		case <-t.C:
 			if d := a.dropped.Load(); d > reported {
 				a.log.Warn("ingress access log lines dropped: the log sink is slower than the requests", "dropped", d-reported)
@@ -77,4 +86,38 @@ func (a *accessLog) write(e accessEntry) {
 		attrs = append(attrs, slog.Duration("upstream_time", e.upstreamTime))
 	}
 	a.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+// LineBuffer collects whole log lines (each Write is one record, as slog
+// handlers write) and passes them on in writes of at most 4 KiB, never
+// splitting a line, so lines of other writers on the same stream cannot
+// land inside one. One access log write per burst instead of per request.
+type LineBuffer struct {
+	W   io.Writer
+	buf []byte
+}
+
+const lineBufferSize = 4096 // PIPE_BUF: pipe writes up to this size are atomic
+
+func (b *LineBuffer) Write(p []byte) (int, error) {
+	if len(b.buf)+len(p) > lineBufferSize {
+		if err := b.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= lineBufferSize {
+		return b.W.Write(p)
+	}
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+// Flush writes what is buffered.
+func (b *LineBuffer) Flush() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.W.Write(b.buf)
+	b.buf = b.buf[:0]
+	return err
 }

@@ -103,3 +103,56 @@ func TestAccessLogNeverBlocksRequests(t *testing.T) {
 		t.Error("no line counted as dropped")
 	}
 }
+
+// recordingWriter keeps each Write separately.
+type recordingWriter struct{ writes []string }
+
+func (r *recordingWriter) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, string(p))
+	return len(p), nil
+}
+
+func TestLineBuffer(t *testing.T) {
+	var out recordingWriter
+	b := &LineBuffer{W: &out}
+	line := strings.Repeat("x", 99) + "\n" // 100 bytes
+	for range 100 {
+		b.Write([]byte(line))
+	}
+	b.Flush()
+	total := 0
+	for i, w := range out.writes {
+		if len(w) > lineBufferSize || len(w)%100 != 0 {
+			t.Fatalf("write %d: %d bytes: a line was split or the write is too large", i, len(w))
+		}
+		total += len(w)
+	}
+	if total != 100*100 || len(out.writes) != 3 {
+		t.Errorf("%d bytes in %d writes, want 10000 in 3", total, len(out.writes))
+	}
+	// A line larger than the buffer goes out on its own, after what was buffered.
+	out.writes = nil
+	b.Write([]byte("small\n"))
+	big := strings.Repeat("y", 5000) + "\n"
+	b.Write([]byte(big))
+	if len(out.writes) != 2 || out.writes[0] != "small\n" || out.writes[1] != big {
+		t.Errorf("writes = %d, want the small line then the big one", len(out.writes))
+	}
+}
+
+func TestAccessLogBatched(t *testing.T) {
+	be := echo(t, "be")
+	var sink syncBuffer
+	lb := &LineBuffer{W: &sink}
+	h := New(Options{MaxBodySize: 1 << 20, EjectionTime: time.Minute, AccessLog: true}, NewMetrics(nil), discard())
+	h.UseAccessLogger(slog.New(slog.NewTextHandler(lb, nil)), lb.Flush)
+	t.Cleanup(h.Close)
+	h.Swap(build(t, []*networkingv1.Ingress{ingress("web", 0, "a.test", "/", "web")}, svc{"web", []string{addrOf(be)}}))
+	do(h, "GET", "http://a.test/batched", nil)
+	// A single request is a burst of one: flushed at once.
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return strings.Contains(sink.String(), "/batched"), nil
+	}); err != nil {
+		t.Errorf("line not flushed: %q", sink.String())
+	}
+}

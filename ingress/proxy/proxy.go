@@ -60,8 +60,7 @@ type Handler struct {
 
 // New returns a handler serving an empty table.
 func New(o Options, m *Metrics, log *slog.Logger) *Handler {
-	h := &Handler{log: log, metrics: m, pool: newPool(), proxies: map[string]*httputil.ReverseProxy{}, access: newAccessLog(log)}
-	h.closers = append(h.closers, h.access.close)
+	h := &Handler{log: log, metrics: m, pool: newPool(), proxies: map[string]*httputil.ReverseProxy{}, access: newAccessLog(log, nil)}
 	h.opts.Store(&o)
 	h.Swap(routes.Empty())
 	for proto, tr := range transports() {
@@ -78,8 +77,16 @@ func New(o Options, m *Metrics, log *slog.Logger) *Handler {
 		h.proxies[proto] = &httputil.ReverseProxy{Rewrite: rewrite, Transport: &retryTransport{h: h, next: rt}, FlushInterval: flush,
 			BufferPool: buffers, ErrorHandler: h.proxyError, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	}
-	h.closers = append(h.closers, h.pool.closeIdle)
+	h.closers = append(h.closers, h.pool.closeIdle, func() { h.access.close() })
 	return h
+}
+
+// UseAccessLogger sends access log lines to l instead of the handler's
+// logger, calling flush after each burst (see LineBuffer). Call it before
+// serving.
+func (h *Handler) UseAccessLogger(l *slog.Logger, flush func() error) {
+	h.access.close()
+	h.access = newAccessLog(l, flush)
 }
 
 // Swap publishes a new route table; requests already matched finish on the
