@@ -148,7 +148,6 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok || req.Header.Get("Upgrade") != "" {
 		return t.fallback.RoundTrip(req)
 	}
-	replayable := req.Body == nil || req.Body == http.NoBody
 	for attempt := 0; ; attempt++ {
 		var pc *pconn
 		if attempt == 0 {
@@ -169,12 +168,13 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		pc.conn.Close()
 		// A kept-alive connection the upstream closed while it was idle
 		// fails before the request reached anyone: send it again on a
-		// new connection, if its body can be sent again.
+		// new connection, if it is idempotent without a body (whether the
+		// upstream saw it cannot be told).
 		if reused && staleConn(err) {
 			// Its siblings idled as long: likely closed too (say, the
 			// upstream is shutting down).
 			c.up.closeIdle()
-			if replayable && attempt == 0 && req.Context().Err() == nil {
+			if c.retry && attempt == 0 && req.Context().Err() == nil {
 				continue
 			}
 		}
