@@ -83,13 +83,13 @@ func (s *Server) apply(name string, cur *endpoint, addr string, o Options, isTLS
 		}
 		return cur, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr)
 	if err != nil && cur != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(cur.ln.Addr(), addr) {
 		// Say ":80" became "0.0.0.0:80": the old socket holds the port,
 		// so it must go first (new connections are refused briefly).
 		s.retire(cur)
 		cur = nil
-		ln, err = net.Listen("tcp", addr)
+		ln, err = listen(addr)
 	}
 	if err != nil {
 		err = fmt.Errorf("ingress: %s listener %s: %w", name, addr, err)
@@ -106,6 +106,14 @@ func (s *Server) apply(name string, cur *endpoint, addr string, o Options, isTLS
 	}
 	s.log.Info("ingress listening", "listener", name, "addr", ln.Addr().String())
 	return ep, nil
+}
+
+// listen opens a listening socket. Accepted connections get no TCP
+// keepalive (four setsockopt calls per connection otherwise, as nginx
+// does not either): idle clients are dropped by idle_timeout.
+func listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 func samePort(a net.Addr, addr string) bool {
