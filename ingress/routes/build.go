@@ -183,6 +183,23 @@ func (b *builder) addIngress(ing *networkingv1.Ingress, s annotations.Config) {
 			b.t.Routes = append(b.t.Routes, r)
 		}
 	}
+	b.eachPath(ing, s, func(rule networkingv1.IngressRule, p networkingv1.HTTPIngressPath, r *Route, where string) {
+		k := ruleKey{r.Host, r.PathType, normPath(r)}
+		if old := b.owners[k]; old != nil {
+			b.problem(ing, ReasonConflict, "%s: host %q path %q (%s) is already served by Ingress %s (older); ignored",
+				where, rule.Host, p.Path, r.PathType, old.Ingress)
+			return
+		}
+		r.Backend = b.backend(ing.Namespace, p.Backend.Service, s)
+		b.owners[k] = r
+		b.insert(r)
+	})
+}
+
+// eachPath calls fn with every rule path of ing that has a Service backend
+// and validates into a Route (without backend); it reports the others.
+func (b *builder) eachPath(ing *networkingv1.Ingress, s annotations.Config,
+	fn func(rule networkingv1.IngressRule, p networkingv1.HTTPIngressPath, r *Route, where string)) {
 	for i, rule := range ing.Spec.Rules {
 		if rule.HTTP == nil {
 			continue
@@ -194,19 +211,9 @@ func (b *builder) addIngress(ing *networkingv1.Ingress, s annotations.Config) {
 				b.problem(ing, ReasonInvalid, "%s: only Service backends are supported; ignored", where)
 				continue
 			}
-			r, ok := b.route(ing, host, p, s, where)
-			if !ok {
-				continue
+			if r, ok := b.route(ing, host, p, s, where); ok {
+				fn(rule, p, r, where)
 			}
-			k := ruleKey{host, r.PathType, normPath(r)}
-			if old := b.owners[k]; old != nil {
-				b.problem(ing, ReasonConflict, "%s: host %q path %q (%s) is already served by Ingress %s (older); ignored",
-					where, rule.Host, p.Path, r.PathType, old.Ingress)
-				continue
-			}
-			r.Backend = b.backend(ing.Namespace, p.Backend.Service, s)
-			b.owners[k] = r
-			b.insert(r)
 		}
 	}
 }
@@ -309,34 +316,19 @@ func (b *builder) insert(r *Route) {
 // addCanary attaches a canary Ingress's paths to the routes with the same
 // host, path and type.
 func (b *builder) addCanary(ing *networkingv1.Ingress, s annotations.Config) {
-	for i, rule := range ing.Spec.Rules {
-		if rule.HTTP == nil {
-			continue
+	// The canary's own use-regex decides how its path reads.
+	b.eachPath(ing, s, func(rule networkingv1.IngressRule, p networkingv1.HTTPIngressPath, probe *Route, where string) {
+		main := b.owners[ruleKey{probe.Host, probe.PathType, normPath(probe)}]
+		switch {
+		case main == nil:
+			b.problem(ing, ReasonInvalid, "%s: canary for host %q path %q (%s) but no Ingress serves that rule; ignored", where, rule.Host, p.Path, probe.PathType)
+		case main.Canary != nil:
+			b.problem(ing, ReasonConflict, "%s: host %q path %q already has canary Ingress %s (older); ignored", where, rule.Host, p.Path, main.Canary.Ingress)
+		default:
+			main.Canary = &Canary{Ingress: key(ing), Backend: b.backend(ing.Namespace, p.Backend.Service, s),
+				Weight: s.CanaryWeight, WeightTotal: s.CanaryWeightTotal, Header: s.CanaryByHeader, HeaderValue: s.CanaryByHeaderValue}
 		}
-		host := strings.ToLower(rule.Host)
-		for j, p := range rule.HTTP.Paths {
-			where := fmt.Sprintf("rules[%d].http.paths[%d]", i, j)
-			if p.Backend.Service == nil {
-				b.problem(ing, ReasonInvalid, "%s: only Service backends are supported; ignored", where)
-				continue
-			}
-			// The canary's own use-regex decides how its path reads.
-			probe, ok := b.route(ing, host, p, s, where)
-			if !ok {
-				continue
-			}
-			main := b.owners[ruleKey{host, probe.PathType, normPath(probe)}]
-			switch {
-			case main == nil:
-				b.problem(ing, ReasonInvalid, "%s: canary for host %q path %q (%s) but no Ingress serves that rule; ignored", where, rule.Host, p.Path, probe.PathType)
-			case main.Canary != nil:
-				b.problem(ing, ReasonConflict, "%s: host %q path %q already has canary Ingress %s (older); ignored", where, rule.Host, p.Path, main.Canary.Ingress)
-			default:
-				main.Canary = &Canary{Ingress: key(ing), Backend: b.backend(ing.Namespace, p.Backend.Service, s),
-					Weight: s.CanaryWeight, WeightTotal: s.CanaryWeightTotal, Header: s.CanaryByHeader, HeaderValue: s.CanaryByHeaderValue}
-			}
-		}
-	}
+	})
 }
 
 // hasTLS reports whether host is a TLS host: listed itself, or an exact
