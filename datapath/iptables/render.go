@@ -94,8 +94,27 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 		}
 	}
 
+	// A full sync rewrites what differs from the kernel, not everything:
+	// at 10,000 Services rewriting every chain took seconds each minute.
+	var inKernel map[chainKey][]savefmt.Rule
+	if full {
+		inKernel = map[chainKey][]savefmt.Rule{}
+		for t, kt := range kernel {
+			if kt == nil {
+				continue
+			}
+			for _, r := range kt.Rules {
+				k := chainKey{t, r.Chain}
+				inKernel[k] = append(inKernel[k], r)
+			}
+		}
+	}
 	for _, k := range slices.SortedFunc(maps.Keys(desired), compareKeys) {
-		if d := desired[k]; full || o.programmed[k] != d.hash {
+		d := desired[k]
+		if full && kernel[k.table].HasChain(k.name) && sameRules(d.chain.Rules, inKernel[k]) {
+			continue
+		}
+		if full || o.programmed[k] != d.hash {
 			get(k.table).write = append(get(k.table).write, d.chain)
 		}
 	}
@@ -148,6 +167,22 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 		p.hook = placeHooks(t, rules, builtin, deleted, missing)
 	}
 	return plans, nil
+}
+
+// sameRules reports whether the kernel's rules, as iptables-save printed
+// them, are want. A rule we spell differently from iptables-save reads as
+// different: its chain is rewritten, which is always safe.
+func sameRules(want []Rule, have []savefmt.Rule) bool {
+	if len(want) != len(have) {
+		return false
+	}
+	for i, r := range want {
+		args, err := r.args()
+		if err != nil || !slices.Equal(args, have[i].Args) {
+			return false
+		}
+	}
+	return true
 }
 
 // placeHooks orders the missing hooks of table t and computes their
