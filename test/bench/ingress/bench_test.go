@@ -192,8 +192,8 @@ func TestReportMarksMisses(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"http keep-alive        |      2000      1000   2.00  |",
-		"https new-connection: req/s 0.50 of nginx's",
-		"https new-connection: p99 1.50× nginx's",
+		"https new-connection: req/s 0.500 of nginx's",
+		"https new-connection: p99 1.500× nginx's",
 		"https new-connection: nodenet had 2 errors",
 		"|      2      1 |",
 		"    50.0    50.0",

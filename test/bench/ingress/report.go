@@ -48,11 +48,11 @@ func printReport(w io.Writer, header string, rows []modeResult) {
 		rateMark, p99Mark := " ", " "
 		if rate < 1 {
 			rateMark = "!"
-			misses = append(misses, fmt.Sprintf("%s: req/s %.2f of nginx's", r.Mode, rate))
+			misses = append(misses, fmt.Sprintf("%s: req/s %.3f of nginx's", r.Mode, rate))
 		}
 		if p99 > 1 {
 			p99Mark = "!"
-			misses = append(misses, fmt.Sprintf("%s: p99 %.2f× nginx's", r.Mode, p99))
+			misses = append(misses, fmt.Sprintf("%s: p99 %.3f× nginx's", r.Mode, p99))
 		}
 		if r.NodenetErrors > 0 {
 			misses = append(misses, fmt.Sprintf("%s: nodenet had %d errors", r.Mode, r.NodenetErrors))
