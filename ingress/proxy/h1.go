@@ -202,6 +202,12 @@ func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Res
 		if body != nil && body.err != nil {
 			return nil, body.err // the client's side failed (say, too large): not the upstream's
 		}
+		if w.err != nil {
+			// Request.Write hides a write error met while copying the
+			// body behind an unwrappable type: report the upstream's own,
+			// so that a send timeout reads as a timeout (504).
+			return nil, w.err
+		}
 		return nil, err
 	}
 	if err := pc.bw.Flush(); err != nil {
@@ -250,13 +256,18 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 // deadlineWriter renews the write deadline before each write: the send
 // timeout bounds a pause, not the whole upload.
 type deadlineWriter struct {
-	pc *pconn
-	d  time.Duration
+	pc  *pconn
+	d   time.Duration
+	err error // the first write error
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	w.pc.writeWithin(time.Now(), w.d)
-	return w.pc.conn.Write(p)
+	n, err := w.pc.conn.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // h1Body is a response body; read to its end on a reusable connection,

@@ -284,6 +284,12 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		w.WriteHeader(code)
 		return
 	}
+	if c != nil && c.rawBody != nil && r.ContentLength != 0 {
+		// The upstream failed while the client may still be sending
+		// (a send timeout, say): answer, then drain, as after a 413.
+		lingerAnswer(w, code, c.rawBody)
+		return
+	}
 	http.Error(w, strconv.Itoa(code)+" "+http.StatusText(code), code)
 }
 
@@ -347,10 +353,17 @@ const (
 // tooLarge answers 413, then reads and discards what the client still sends
 // (bounded) before the connection closes.
 func tooLarge(w http.ResponseWriter, body io.Reader) {
+	lingerAnswer(w, http.StatusRequestEntityTooLarge, body)
+}
+
+// lingerAnswer answers code on a connection that closes afterwards, then
+// reads and discards what the client still sends of body (bounded), so
+// that the client reads the answer instead of a reset.
+func lingerAnswer(w http.ResponseWriter, code int, body io.Reader) {
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex() // HTTP/1: read the body after answering
 	w.Header().Set("Connection", "close")
-	http.Error(w, "413 request entity too large", http.StatusRequestEntityTooLarge)
+	http.Error(w, strconv.Itoa(code)+" "+strings.ToLower(http.StatusText(code)), code)
 	if rc.Flush() != nil || body == nil {
 		return
 	}
