@@ -273,10 +273,14 @@ func (d *Daemon) components(ctx context.Context, cfg *config.Config) ([]Componen
 	}
 	d.policy, err = enforcer.New(d.view, enforcer.Options{Node: cfg.Node.Name, IPTables: ipt,
 		LocalAddrs: d.pods.PodAddrs, Log: d.log, LogDenied: cfg.Policy.LogDenied, LogRate: cfg.Policy.LogRate,
+		SaveCounters: func(ctx context.Context, fam iptables.Family) ([]byte, error) {
+			return runner.SaveCounters(ctx, fam, iptables.TableFilter)
+		},
 		LogBurst: cfg.Policy.LogBurst, NFLOGGroup: uint16(cfg.Policy.NFLOGGroup)})
 	if err != nil {
 		return nil, err
 	}
+	d.metrics.Registry.MustRegister(d.policy.Collector())
 	// Fail-closed: an ADD answers only once the pod's policies are in
 	// the kernel.
 	d.pods.SetAdmit(d.policy.Admit)

@@ -48,6 +48,12 @@ func hash16(s string) string {
 	return base32.StdEncoding.EncodeToString(sum[:])[:16]
 }
 
+// PodChains are the names of the ingress and egress chains of the pod
+// "namespace/name".
+func PodChains(podKey string) (ingressChain, egressChain string) {
+	return podChain(ingress, podKey), podChain(egress, podKey)
+}
+
 func podChain(d direction, podKey string) string {
 	if d == ingress {
 		return prefixPI + hash16(podKey)

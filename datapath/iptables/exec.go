@@ -77,6 +77,19 @@ func (r *ExecRunner) Save(ctx context.Context, fam Family, table Table) ([]byte,
 	return stdout.Bytes(), nil
 }
 
+// SaveCounters is Save of one table with packet and byte counters
+// (iptables-save -c): "[packets:bytes] -A CHAIN ..." lines.
+func (r *ExecRunner) SaveCounters(ctx context.Context, fam Family, table Table) ([]byte, error) {
+	bin := binary(fam, r.Mode, "save")
+	cmd := r.command(ctx, bin, "-c", "-t", string(table))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s -c: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
 // Restore runs iptables-<mode>-restore -w N [--noflush] with payload on
 // stdin.
 func (r *ExecRunner) Restore(ctx context.Context, fam Family, payload []byte, noflush bool) error {

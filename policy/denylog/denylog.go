@@ -2,10 +2,11 @@
 // (policy.RuleOptions.LogDenied: an NFLOG rule before each pod chain's
 // DROP) from an NFLOG group of the current network namespace, logs each as
 // one "policy denied packet" line and counts it in
-// nodenet_policy_denied_packets_total{namespace,direction}.
+// nodenet_policy_denied_packets_logged_total{namespace,direction}.
 //
 // The rules rate-limit logging per pod and direction, so the counter
-// counts logged packets, not every dropped one.
+// counts logged packets, not every dropped one; the exact count is the
+// enforcer's nodenet_policy_denied_packets_total.
 package denylog
 
 import (
@@ -70,7 +71,7 @@ func newReader(o Options) *Reader {
 	r := &Reader{
 		o:   o,
 		log: o.Log.With("component", "denylog"),
-		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nodenet_policy_denied_packets_total",
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nodenet_policy_denied_packets_logged_total",
 			Help: "Packets dropped by NetworkPolicy and logged, by the isolated pod's namespace and direction. " +
 				"Logging is rate-limited per pod and direction (policy.log_rate, policy.log_burst), so this undercounts drops beyond the limit."},
 			[]string{"namespace", "direction"}),

@@ -101,7 +101,7 @@ func TestHandle(t *testing.T) {
 		{map[string]string{"namespace": "payments", "direction": "ingress"}, 1},
 		{map[string]string{"namespace": "", "direction": "ingress"}, 1},
 	} {
-		if got := counter(t, reg, "nodenet_policy_denied_packets_total", c.labels); got != c.want {
+		if got := counter(t, reg, "nodenet_policy_denied_packets_logged_total", c.labels); got != c.want {
 			t.Errorf("denied%v = %v, want %v", c.labels, got, c.want)
 		}
 	}
@@ -203,10 +203,10 @@ func TestKernel(t *testing.T) {
 	if !strings.Contains(buf.String(), " dport=9\n") {
 		t.Errorf("log lacks dport=9:\n%s", buf.String())
 	}
-	if got := counter(t, reg, "nodenet_policy_denied_packets_total", map[string]string{"namespace": "x", "direction": "egress"}); got != 1 {
+	if got := counter(t, reg, "nodenet_policy_denied_packets_logged_total", map[string]string{"namespace": "x", "direction": "egress"}); got != 1 {
 		t.Errorf("denied{x,egress} = %v, want 1", got)
 	}
-	if got := counter(t, reg, "nodenet_policy_denied_packets_total", map[string]string{"namespace": "y", "direction": "ingress"}); got != 1 {
+	if got := counter(t, reg, "nodenet_policy_denied_packets_logged_total", map[string]string{"namespace": "y", "direction": "ingress"}); got != 1 {
 		t.Errorf("denied{y,ingress} = %v, want 1", got)
 	}
 

@@ -35,7 +35,10 @@ type Options struct {
 	// "namespace/name": a new pod is enforced from its CNI ADD on, before
 	// the kubelet reports its IP in the Pod status.
 	LocalAddrs func() map[string][]netip.Addr
-	Log        *slog.Logger
+	// SaveCounters returns `iptables-save -c -t filter` of a family, for
+	// the exact count of denied packets (nil: not counted).
+	SaveCounters func(ctx context.Context, fam iptables.Family) ([]byte, error)
+	Log          *slog.Logger
 	// LogDenied adds a rate-limited NFLOG rule before each pod chain's
 	// DROP (policy.RuleOptions): at most LogRate ("10/minute") with
 	// LogBurst per pod and direction, to NFLOGGroup.

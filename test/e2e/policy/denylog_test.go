@@ -80,7 +80,7 @@ func TestDenyLog(t *testing.T) {
 	}
 
 	// Ingress: the server's node drops and logs.
-	before := deniedCount(t, srvNode, ns, "ingress")
+	before := deniedCounts(t, srvNode, ns, "ingress")
 	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-in", Namespace: ns},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "server"}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}})
@@ -98,7 +98,7 @@ func TestDenyLog(t *testing.T) {
 	// Egress: with ingress open again and the client's egress denied, the
 	// client's node drops and logs.
 	w.remove(ns, "deny-in")
-	before = deniedCount(t, cliNode, ns, "egress")
+	before = deniedCounts(t, cliNode, ns, "egress")
 	w.apply(&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "deny-out", Namespace: ns},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "client"}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}})
@@ -114,35 +114,43 @@ func TestDenyLog(t *testing.T) {
 	waitDenied(t, cliNode, ns, "egress", before)
 }
 
-// deniedCount reads nodenet_policy_denied_packets_total of a namespace and
-// direction from the node's /metrics; 0 when the series does not exist yet.
-func deniedCount(t *testing.T, n *harness.Node, ns, direction string) float64 {
+// deniedMetrics are the logged (rate-limited) and the exact counter.
+var deniedMetrics = []string{"nodenet_policy_denied_packets_logged_total", "nodenet_policy_denied_packets_total"}
+
+// deniedCounts reads deniedMetrics of a namespace and direction from the
+// node's /metrics; 0 for a series that does not exist yet.
+func deniedCounts(t *testing.T, n *harness.Node, ns, direction string) []float64 {
 	t.Helper()
 	code, body, err := n.Admin("/metrics")
 	if err != nil || code != 200 {
 		t.Fatalf("%s /metrics: %d %v", n.Name, code, err)
 	}
-	re := regexp.MustCompile(`(?m)^nodenet_policy_denied_packets_total\{direction="` + direction + `",namespace="` + regexp.QuoteMeta(ns) + `"\} (\S+)$`)
-	m := re.FindStringSubmatch(body)
-	if m == nil {
-		return 0
+	var out []float64
+	for _, name := range deniedMetrics {
+		re := regexp.MustCompile(`(?m)^` + name + `\{direction="` + direction + `",namespace="` + regexp.QuoteMeta(ns) + `"\} (\S+)$`)
+		m := re.FindStringSubmatch(body)
+		if m == nil {
+			out = append(out, 0)
+			continue
+		}
+		v, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			t.Fatalf("%s /metrics: %q: %v", n.Name, m[0], err)
+		}
+		out = append(out, v)
 	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatalf("%s /metrics: %q: %v", n.Name, m[0], err)
-	}
-	return v
+	return out
 }
 
-// waitDenied polls until the node's counter exceeds before.
-func waitDenied(t *testing.T, n *harness.Node, ns, direction string, before float64) {
+// waitDenied polls until each of the node's counters exceeds before.
+func waitDenied(t *testing.T, n *harness.Node, ns, direction string, before []float64) {
 	t.Helper()
-	var got float64
+	var got []float64
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		got = deniedCount(t, n, ns, direction)
-		return got > before, nil
+		got = deniedCounts(t, n, ns, direction)
+		return got[0] > before[0] && got[1] > before[1], nil
 	})
 	if err != nil {
-		t.Fatalf("%s: nodenet_policy_denied_packets_total{namespace=%q,direction=%q} stayed at %v (was %v)", n.Name, ns, direction, got, before)
+		t.Fatalf("%s: %v{namespace=%q,direction=%q} are %v (were %v), want both risen", n.Name, deniedMetrics, ns, direction, got, before)
 	}
 }
