@@ -51,7 +51,7 @@ type ownerState struct {
 	// after a failure (which chains the failure left behind is unknown).
 	claimed map[chainKey]bool
 	// rendered is the payload per table of the latest Sync.
-	rendered map[Table]string
+	rendered map[Table][]byte
 }
 
 type chainKey struct {
@@ -133,10 +133,15 @@ func (m *Manager) Register(owner string, prefixes ...string) error {
 func (m *Manager) Rendered(owner string) map[Table]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if o := m.owners[owner]; o != nil {
-		return maps.Clone(o.rendered)
+	o := m.owners[owner]
+	if o == nil {
+		return nil
 	}
-	return nil
+	out := make(map[Table]string, len(o.rendered))
+	for t, p := range o.rendered {
+		out[t] = string(p)
+	}
+	return out
 }
 
 // Sync makes the kernel hold exactly chains for owner:
@@ -179,7 +184,7 @@ func (m *Manager) Sync(ctx context.Context, owner string, chains []Chain, full b
 		o.programmed = nil
 		return fmt.Errorf("sync %s %s: %w", m.fam, owner, err)
 	}
-	o.rendered = map[Table]string{}
+	o.rendered = map[Table][]byte{}
 	var errs []error
 	var written, removed int
 	for _, t := range tableOrder {
@@ -191,9 +196,9 @@ func (m *Manager) Sync(ctx context.Context, owner string, chains []Chain, full b
 		o.rendered[t] = payload
 		written, removed = written+len(p.write), removed+len(p.remove)
 		if m.log.Enabled(ctx, slog.LevelDebug-4) {
-			m.log.Log(ctx, slog.LevelDebug-4, "iptables-restore payload", "family", m.fam, "owner", owner, "table", t, "payload", payload)
+			m.log.Log(ctx, slog.LevelDebug-4, "iptables-restore payload", "family", m.fam, "owner", owner, "table", t, "payload", string(payload))
 		}
-		if err := m.runner.Restore(ctx, m.fam, []byte(payload), true); err != nil {
+		if err := m.runner.Restore(ctx, m.fam, payload, true); err != nil {
 			errs = append(errs, fmt.Errorf("restore %s table: %w", t, err))
 		}
 	}

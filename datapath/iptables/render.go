@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"slices"
@@ -266,29 +267,51 @@ func matchesAny(name string, prefixes []string) bool {
 //     see Sync), and -X of an empty unreferenced chain succeeds.
 //  5. "-I BUILTIN pos" of missing hooks, once their target exists
 //     (pos is 1 unless other hooks of ours are in that chain, see hooks).
-func (p *tablePlan) render(t Table) string {
-	var b strings.Builder
-	b.WriteString("*" + string(t) + "\n")
+func (p *tablePlan) render(t Table) []byte {
+	// Sized up front and written piece by piece: at 10,000 Services a
+	// cold start's payload is 20 MB, and growing it (or concatenating
+	// each line) cost as much memory again.
+	n := len(t) + 16
 	for _, c := range p.write {
-		b.WriteString(":" + c.Name + " - [0:0]\n")
-	}
-	for _, name := range p.remove {
-		b.WriteString(":" + name + " - [0:0]\n")
-	}
-	for _, args := range p.unhook {
-		b.WriteString("-D " + args + "\n")
-	}
-	for _, c := range p.write {
+		n += len(c.Name) + 9
 		for _, r := range c.Rules {
-			b.WriteString("-A " + c.Name + " " + strings.TrimSpace(string(r)) + "\n")
+			n += len(c.Name) + len(r) + 5
 		}
 	}
 	for _, name := range p.remove {
-		b.WriteString("-X " + name + "\n")
+		n += 2*len(name) + 13
+	}
+	for _, args := range p.unhook {
+		n += len(args) + 4
+	}
+	b := bytes.NewBuffer(make([]byte, 0, n))
+	line := func(parts ...string) {
+		for _, s := range parts {
+			b.WriteString(s)
+		}
+		b.WriteByte('\n')
+	}
+	line("*", string(t))
+	for _, c := range p.write {
+		line(":", c.Name, " - [0:0]")
+	}
+	for _, name := range p.remove {
+		line(":", name, " - [0:0]")
+	}
+	for _, args := range p.unhook {
+		line("-D ", args)
+	}
+	for _, c := range p.write {
+		for _, r := range c.Rules {
+			line("-A ", c.Name, " ", strings.TrimSpace(string(r)))
+		}
+	}
+	for _, name := range p.remove {
+		line("-X ", name)
 	}
 	for _, h := range p.hook {
-		b.WriteString("-I " + h.hook.BuiltIn + " " + strconv.Itoa(h.pos) + " " + h.hook.args() + "\n")
+		line("-I ", h.hook.BuiltIn, " ", strconv.Itoa(h.pos), " ", h.hook.args())
 	}
-	b.WriteString("COMMIT\n")
-	return b.String()
+	line("COMMIT")
+	return b.Bytes()
 }
