@@ -98,11 +98,15 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 	// A full sync rewrites what differs from the kernel, not everything:
 	// at 10,000 Services rewriting every chain took seconds each minute.
 	var inKernel map[chainKey][]savefmt.Rule
+	declared := map[chainKey]bool{}
 	if full {
 		inKernel = map[chainKey][]savefmt.Rule{}
 		for t, kt := range kernel {
 			if kt == nil {
 				continue
+			}
+			for _, c := range kt.Chains {
+				declared[chainKey{t, c.Name}] = true
 			}
 			for _, r := range kt.Rules {
 				k := chainKey{t, r.Chain}
@@ -112,7 +116,7 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(desired), compareKeys) {
 		d := desired[k]
-		if full && kernel[k.table].HasChain(k.name) && sameRules(d.chain.Rules, inKernel[k]) {
+		if full && declared[k] && sameRules(d.chain.Rules, inKernel[k]) {
 			continue
 		}
 		if full || o.programmed[k] != d.hash {
@@ -182,7 +186,16 @@ func sameRules(want []Rule, have []savefmt.Rule) bool {
 			continue // spelled as iptables-save prints it: no need to split
 		}
 		args, err := r.args()
-		if err != nil || !slices.Equal(args, have[i].Args) {
+		if err != nil {
+			return false
+		}
+		kargs := have[i].Args
+		if kargs == nil { // a user chain's rule: kept as printed
+			if kargs, err = savefmt.Split(have[i].Text); err != nil {
+				return false
+			}
+		}
+		if !slices.Equal(args, kargs) {
 			return false
 		}
 	}

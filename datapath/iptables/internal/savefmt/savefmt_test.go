@@ -86,3 +86,21 @@ COMMIT
 		}
 	}
 }
+
+// TestParseSplitsOnlyBuiltinChains: rules of built-in chains are split
+// (hooks are matched by argument); user chains' rules stay as printed.
+func TestParseSplitsOnlyBuiltinChains(t *testing.T) {
+	d, err := Parse([]byte("*nat\n:PREROUTING ACCEPT [0:0]\n:NODENET-SVC-A - [0:0]\n" +
+		"-A PREROUTING -m comment --comment \"nodenet hook\" -j NODENET-SVC-A\n" +
+		"-A NODENET-SVC-A -p tcp -m comment --comment \"a b\" -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := d.Tables["nat"].Rules
+	if got := rules[0].Args; len(got) != 6 || got[3] != "nodenet hook" {
+		t.Errorf("built-in chain rule args %q, want split", got)
+	}
+	if r := rules[1]; r.Args != nil || r.Chain != "NODENET-SVC-A" || r.Text != `-p tcp -m comment --comment "a b" -j DNAT --to-destination 10.0.0.1:80` {
+		t.Errorf("user chain rule %+v, want its text as printed and no args", r)
+	}
+}
