@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"strings"
+	"unicode/utf8"
 )
 
 // Owner is the iptables.Manager owner of the policy chains.
@@ -108,6 +109,11 @@ type LogPrefix struct {
 // ParseLogPrefix decodes a prefix written by the log rules (without the
 // quotes); ok is false for anything else.
 func ParseLogPrefix(s string) (p LogPrefix, ok bool) {
+	// Anything may log to the group; names are ASCII, and what is not
+	// UTF-8 must never reach a metric label (Prometheus panics on it).
+	if !utf8.ValidString(s) {
+		return LogPrefix{}, false
+	}
 	f := strings.Split(s, " ")
 	if len(f) < 3 || len(f) > 4 || f[0] != logMagic || f[2] == "" {
 		return LogPrefix{}, false
