@@ -126,7 +126,7 @@ type call struct {
 	read    time.Duration
 	send    time.Duration
 	errCode int           // set by the transport for the error handler
-	rawBody io.ReadCloser // the request body under a size limit
+	rawBody io.ReadCloser // the request body as the server gave it, for lingering
 }
 
 type callKey struct{}
@@ -161,6 +161,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 		http.Redirect(w, r, httpsURL(r, c.opts.HTTPSPort), http.StatusPermanentRedirect)
 		return
 	}
+	c.rawBody = r.Body
 	limit := c.opts.MaxBodySize
 	if s.BodySize >= 0 {
 		limit = s.BodySize
@@ -176,7 +177,6 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 			return
 		}
 		if r.ContentLength < 0 {
-			c.rawBody = r.Body
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
 	}
