@@ -17,7 +17,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -173,7 +172,7 @@ func (e *benchEnv) objects(ctx context.Context, cp *harness.ControlPlane, k *har
 		}, metav1.CreateOptions{}); err != nil {
 			return err
 		}
-		if err := waitEndpoints(ctx, cp, svc, len(services[svc])); err != nil {
+		if err := cp.WaitReadyEndpoints(ctx, benchNS, svc, len(services[svc])); err != nil {
 			return err
 		}
 	}
@@ -206,28 +205,6 @@ func (e *benchEnv) objects(ctx context.Context, cp *harness.ControlPlane, k *har
 		},
 	}, metav1.CreateOptions{})
 	return err
-}
-
-func waitEndpoints(ctx context.Context, cp *harness.ControlPlane, svc string, want int) error {
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		slices, err := cp.Client.DiscoveryV1().EndpointSlices(benchNS).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
-		if err != nil {
-			return false, nil
-		}
-		n := 0
-		for _, s := range slices.Items {
-			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-					n++
-				}
-			}
-		}
-		return n == want, nil
-	})
-	if err != nil {
-		return fmt.Errorf("service %s never had %d ready endpoints: %w", svc, want, err)
-	}
-	return nil
 }
 
 // target is one proxy's address for a scheme.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -175,24 +174,8 @@ func (w *world) service(t *testing.T, name, selector string) {
 // endpoints.
 func (w *world) waitEndpoints(t *testing.T, svc string, want int) {
 	t.Helper()
-	var got int
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		slices, err := suite.CP.Client.DiscoveryV1().EndpointSlices(testNS).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
-		if err != nil {
-			return false, nil
-		}
-		got = 0
-		for _, s := range slices.Items {
-			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-					got++
-				}
-			}
-		}
-		return got == want, nil
-	})
-	if err != nil {
-		t.Fatalf("service %s: %d ready endpoints, want %d", svc, got, want)
+	if err := suite.CP.WaitReadyEndpoints(context.Background(), testNS, svc, want); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -88,24 +87,8 @@ func (e *env) service(name, selector string, edit func(*corev1.Service)) *corev1
 // endpoints, as kube-controller-manager publishes them.
 func (e *env) waitEndpoints(svc string, want int) {
 	e.t.Helper()
-	ctx := context.Background()
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		slices, err := suite.CP.Client.DiscoveryV1().EndpointSlices(e.ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
-		if err != nil {
-			return false, nil
-		}
-		n := 0
-		for _, s := range slices.Items {
-			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-					n++
-				}
-			}
-		}
-		return n == want, nil
-	})
-	if err != nil {
-		e.t.Fatalf("service %s never had %d ready endpoints", svc, want)
+	if err := suite.CP.WaitReadyEndpoints(context.Background(), e.ns, svc, want); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
