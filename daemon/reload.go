@@ -10,7 +10,7 @@ import (
 )
 
 // daemonLiveKeys are the keys the daemon itself applies on reload.
-var daemonLiveKeys = []string{"log.level", "reconcile", "admin.listen"}
+var daemonLiveKeys = []string{"log.level", "reconcile", "admin.listen", "admin.pprof"}
 
 // reload re-reads the config file (SIGHUP). An invalid file changes nothing:
 // every problem is logged with its key path and the old config stays. A valid
@@ -109,6 +109,8 @@ func (d *Daemon) applyDaemonKey(key string, cfg *config.Config) error {
 		d.level.Set(lvl)
 	case key == "admin.listen":
 		return d.admin.SetListen(cfg.Admin.Listen)
+	case key == "admin.pprof":
+		d.admin.SetPprof(cfg.Admin.Pprof)
 	case matchesKey(key, []string{"reconcile"}):
 		rc := cfg.Reconcile
 		for _, mc := range d.comps {

@@ -1,6 +1,7 @@
 // Package admin is the daemon's HTTP listener for operators and probes:
-// /metrics (Prometheus), /healthz (the process is alive) and /readyz (caches
-// synced and every component programmed once).
+// /metrics (Prometheus), /healthz (the process is alive), /readyz (caches
+// synced and every component programmed once) and, when switched on,
+// /debug/pprof/ (Go's profiles, for finding where CPU and memory go).
 package admin
 
 import (
@@ -10,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +24,7 @@ import (
 type Server struct {
 	log     *slog.Logger
 	handler http.Handler
+	pprof   atomic.Bool // serve /debug/pprof/; off by default (profiles cost CPU and expose internals)
 
 	mu   sync.Mutex // guards addr and srv
 	addr string
@@ -43,8 +47,25 @@ func New(reg *prometheus.Registry, ready func() (bool, string), log *slog.Logger
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return &Server{log: log, handler: mux}
+	s := &Server{log: log, handler: mux}
+	profiles := http.NewServeMux()
+	profiles.HandleFunc("/debug/pprof/", pprof.Index)
+	profiles.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	profiles.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	profiles.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	profiles.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/", func(w http.ResponseWriter, r *http.Request) {
+		if !s.pprof.Load() {
+			http.Error(w, "profiling is off (admin.pprof)", http.StatusNotFound)
+			return
+		}
+		profiles.ServeHTTP(w, r)
+	})
+	return s
 }
+
+// SetPprof switches /debug/pprof/ on or off; applied live.
+func (s *Server) SetPprof(on bool) { s.pprof.Store(on) }
 
 // Handler is the admin mux, for tests.
 func (s *Server) Handler() http.Handler { return s.handler }

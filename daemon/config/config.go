@@ -102,6 +102,7 @@ type Log struct {
 type Admin struct {
 	Listen        string `toml:"listen"` // "" disables /metrics, /healthz, /readyz
 	ControlSocket string `toml:"control_socket"`
+	Pprof         bool   `toml:"pprof"` // serve /debug/pprof/ on the admin listener
 }
 
 // hostname is a variable so tests do not depend on the machine they run on.

@@ -198,6 +198,7 @@ format = "json"
 [admin]
 listen = ""
 control_socket = "/run/nn.sock"
+pprof = true
 
 [ingress]
 enabled = false
@@ -236,7 +237,7 @@ nflog_group = 7
 		Proxy:     Proxy{NodePortAddresses: []string{"10.250.0.0/24", "fd00::/64"}, NodePortRange: "20000-20999", MasqueradeAll: true},
 		Reconcile: Reconcile{RetryInterval: 500 * time.Millisecond, MaxInterval: 5 * time.Minute},
 		Log:       Log{Level: "debug", Format: "json"},
-		Admin:     Admin{ControlSocket: "/run/nn.sock"},
+		Admin:     Admin{ControlSocket: "/run/nn.sock", Pprof: true},
 		Ingress: Ingress{HTTPListen: "127.0.0.1:8080", HTTPSListen: "[::1]:8443", LoadBalancing: "least-requests",
 			DefaultCertificate: "/etc/nodenet/tls.crt", DefaultKey: "/etc/nodenet/tls.key",
 			ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 65536,
@@ -364,7 +365,7 @@ func TestDiffNil(t *testing.T) {
 	// Every default is non-zero except network.mtu and the empty lists.
 	want := []string{}
 	for _, k := range leafKeysSorted() {
-		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" && k != "proxy.node_port_addresses" && k != "proxy.masquerade_all" &&
+		if k != "network.mtu" && k != "node.addresses" && k != "cni.pod_cidrs" && k != "cni.chain" && k != "proxy.node_port_addresses" && k != "proxy.masquerade_all" && k != "admin.pprof" &&
 			k != "ingress.default_certificate" && k != "ingress.default_key" && k != "ingress.status_addresses" {
 			want = append(want, k)
 		}
