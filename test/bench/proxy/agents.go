@@ -4,12 +4,15 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nodenet/nodenet/test/bench/internal/benchkit"
 	"github.com/nodenet/nodenet/test/harness"
@@ -31,10 +34,15 @@ type agent struct {
 	iptables  bool // the ruleset is iptables (restorable with iptables-restore)
 	// syncs reads the agent's own sync metrics by kind (full, partial).
 	syncs func(n *harness.Node) (map[string]syncSum, error)
+	// heapProfile fetches the agent's heap profile; nil when it has none.
+	heapProfile func(n *harness.Node) ([]byte, error)
+	// cpuProfile profiles the agent's CPU for d (waiting for its
+	// listener first); nil when it has none.
+	cpuProfile func(n *harness.Node, d time.Duration) ([]byte, error)
 }
 
 // agents are nodenet, kube-proxy in iptables mode and in nftables mode.
-func agents(nodenetBin, kubeProxyBin, kubeconfig, clusterCIDR string) []*agent {
+func agents(nodenetBin, kubeProxyBin, kubeconfig, clusterCIDR string, profile bool) []*agent {
 	kubeProxy := func(mode string) func(*harness.Node) (*harness.Proc, error) {
 		return func(n *harness.Node) (*harness.Proc, error) {
 			return harness.StartProc(n.NS, "kube-proxy-"+n.Name, filepath.Join(n.Dir, "kube-proxy.log"), kubeProxyBin,
@@ -62,6 +70,9 @@ func agents(nodenetBin, kubeProxyBin, kubeconfig, clusterCIDR string) []*agent {
 			start: func(n *harness.Node) (*harness.Proc, error) {
 				// Info, not the harness' debug: logging must not weigh on the timing.
 				cfg := strings.Replace(n.DefaultConfig(""), `level = "debug"`, `level = "info"`, 1)
+				if profile {
+					cfg = strings.Replace(cfg, "[admin]\n", "[admin]\npprof = true\n", 1)
+				}
 				if err := n.WriteConfig(cfg); err != nil {
 					return nil, err
 				}
@@ -75,6 +86,45 @@ func agents(nodenetBin, kubeProxyBin, kubeconfig, clusterCIDR string) []*agent {
 			dumpQuery:     []string{"iptables-save", "-t", "nat"},
 			iptables:      true,
 			syncs:         nodenetSyncs,
+			heapProfile: func(n *harness.Node) ([]byte, error) {
+				if code, page, err := n.Admin("/debug/pprof/heap?debug=1"); err == nil && code == http.StatusOK {
+					// The runtime's memory statistics close the text form.
+					if _, stats, ok := strings.Cut(page, "\n# runtime.MemStats"); ok {
+						var kept []string
+						for line := range strings.Lines(stats) {
+							for _, k := range []string{"HeapAlloc", "HeapSys", "HeapReleased", "NextGC", "NumGC"} {
+								if strings.HasPrefix(line, "# "+k+" = ") {
+									kept = append(kept, strings.TrimSpace(strings.TrimPrefix(line, "# ")))
+								}
+							}
+						}
+						fmt.Fprintf(stderr, "  nodenet memory: %s\n", strings.Join(kept, ", "))
+					}
+				}
+				code, page, err := n.Admin("/debug/pprof/heap?gc=1") // a GC first: the profile is then current
+				if err == nil && code != http.StatusOK {
+					err = fmt.Errorf("HTTP %d: %.200s", code, page)
+				}
+				return []byte(page), err
+			},
+			cpuProfile: func(n *harness.Node, d time.Duration) ([]byte, error) {
+				c := &http.Client{Timeout: d + 10*time.Second, Transport: &http.Transport{DialContext: n.NS.DialContext, DisableKeepAlives: true}}
+				for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+					resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:9490/debug/pprof/profile?seconds=%d", int(d.Seconds())))
+					if err != nil {
+						if time.Since(start) > 10*time.Second {
+							return nil, err
+						}
+						continue // not listening yet
+					}
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, b)
+					}
+					return b, err
+				}
+			},
 		},
 		{
 			name: "kube-proxy iptables", key: "ipt",

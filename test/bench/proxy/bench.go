@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,19 @@ func (b *bench) runAgent(ctx context.Context, a *agent, size int, latency, conns
 	if err != nil {
 		return r, err
 	}
+	if b.opts.profileDir != "" && a.cpuProfile != nil {
+		// The cold start's CPU profile, saved in the background.
+		go func() {
+			prof, err := a.cpuProfile(n, b.opts.coldProfile)
+			if err == nil {
+				path := filepath.Join(b.opts.profileDir, fmt.Sprintf("cpu-%s-%d-cold.pb.gz", a.key, size))
+				err = os.WriteFile(path, prof, 0o644)
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "  %s CPU profile: %v\n", a.name, err)
+			}
+		}()
+	}
 	defer func() {
 		if serr := p.Stop(30 * time.Second); serr != nil {
 			err = errors.Join(err, fmt.Errorf("stop %s: %w", a.name, serr))
@@ -111,6 +125,7 @@ func (b *bench) runAgent(ctx context.Context, a *agent, size int, latency, conns
 		r.coldNote = fmt.Sprintf("DNAT count lagged: %d of %d when the last chain appeared", got, want)
 	}
 	fmt.Fprintf(stderr, "  %s, %d services: cold start %.2fs\n", a.name, size, r.cold.Seconds())
+	b.saveHeap(a, n, size, "cold")
 	// The agent records its first sync once the whole sync returned, a
 	// little after the rules are in.
 	for a.syncs != nil && r.coldSyncs["full"].count == 0 && time.Since(start) < b.opts.syncTimeout {
@@ -155,6 +170,7 @@ func (b *bench) finish(a *agent, n *harness.Node, p *harness.Proc, r *result) er
 	if r.stats, err = benchkit.ReadProcStats(p.Pid()); err != nil {
 		return err
 	}
+	b.saveHeap(a, n, r.services, "end")
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		r.load = strings.Fields(string(la))[0]
 	}
@@ -167,6 +183,31 @@ func (b *bench) finish(a *agent, n *harness.Node, p *harness.Proc, r *result) er
 		return fmt.Errorf("stop %s: %w", a.name, err)
 	}
 	return nil
+}
+
+// saveHeap writes a's heap profile to the -profile directory, if one was
+// given; a failure is reported, not fatal (it is a diagnostic).
+func (b *bench) saveHeap(a *agent, n *harness.Node, size int, when string) {
+	if b.opts.profileDir == "" || a.heapProfile == nil {
+		return
+	}
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.Daemon.Pid())); err == nil {
+		for line := range strings.Lines(string(status)) {
+			if strings.HasPrefix(line, "VmHWM") || strings.HasPrefix(line, "RssAnon") || strings.HasPrefix(line, "RssFile") {
+				fmt.Fprintf(stderr, "  %s %s: %s", a.name, when, line)
+			}
+		}
+	}
+	prof, err := a.heapProfile(n)
+	if err == nil {
+		path := filepath.Join(b.opts.profileDir, fmt.Sprintf("heap-%s-%d-%s.pb.gz", a.key, size, when))
+		if err = os.WriteFile(path, prof, 0o644); err == nil {
+			fmt.Fprintf(stderr, "  %s heap profile: %s\n", a.name, path)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "  %s heap profile: %v\n", a.name, err)
+	}
 }
 
 // changeTimeout bounds the wait for one endpoint change.

@@ -46,6 +46,8 @@ type options struct {
 	createWorkers int
 	syncTimeout   time.Duration
 	agents        []string // keys of the agents to run; all when empty
+	profileDir    string   // where to save nodenet's profiles; "" saves none
+	coldProfile   time.Duration
 }
 
 func main() {
@@ -60,6 +62,8 @@ func main() {
 	flag.IntVar(&o.createWorkers, "workers", 16, "concurrent API creates")
 	flag.DurationVar(&o.syncTimeout, "sync-timeout", 10*time.Minute, "longest wait for an agent's cold start")
 	var only string
+	flag.StringVar(&o.profileDir, "profile", "", "save nodenet's heap profiles (after the cold start and at the end of each run) and a CPU profile of its start into this directory")
+	flag.DurationVar(&o.coldProfile, "profile-cpu", 10*time.Second, "how long the CPU profile from the agent's start lasts (with -profile)")
 	flag.StringVar(&only, "agents", "nn,ipt,nft", "agents to run: nn (nodenet), ipt (kube-proxy iptables), nft (kube-proxy nftables)")
 	flag.Parse()
 	o.agents = strings.Split(only, ",")
@@ -121,7 +125,7 @@ func run(ctx context.Context, o options) (err error) {
 	if err := objs.setup(ctx, host.IP); err != nil {
 		return err
 	}
-	all := agents(c.Nodenet, filepath.Join(cp.Bin, "kube-proxy"), kubeconfig, cp.Opts.ClusterCIDR)
+	all := agents(c.Nodenet, filepath.Join(cp.Bin, "kube-proxy"), kubeconfig, cp.Opts.ClusterCIDR, o.profileDir != "")
 	b := &bench{opts: o, cp: cp, objs: objs,
 		agents: slices.DeleteFunc(all, func(a *agent) bool { return !slices.Contains(o.agents, a.key) })}
 	if len(b.agents) == 0 {
