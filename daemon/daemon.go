@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -151,6 +152,7 @@ func (d *Daemon) run(ctx context.Context) error {
 		}
 	}()
 	d.admin = admin.New(d.metrics.Registry, d.ready, log)
+	d.admin.SetPprof(cfg.Admin.Pprof)
 	if err := d.admin.SetListen(cfg.Admin.Listen); err != nil {
 		ctl.Close()
 		return err
@@ -363,6 +365,12 @@ func (d *Daemon) checkReady() {
 		if _, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
 			d.log.Warn("sd_notify READY", "err", err)
 		}
+		// The first syncs made the most garbage this process holds at
+		// once, and the heap goal they left is twice what was live in the
+		// middle of them (at 10,000 Services, 300 MB for a steady 110 MB).
+		// Collecting now resets the goal to twice the steady heap, so
+		// later partial syncs' garbage does not climb back to that peak.
+		go debug.FreeOSMemory()
 	})
 }
 

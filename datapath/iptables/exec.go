@@ -1,14 +1,17 @@
 package iptables
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Mode is the iptables backend: both ship in iptables >= 1.8 and program
@@ -37,9 +40,15 @@ type ExecRunner struct {
 	// WaitSeconds is passed as "-w" to iptables-restore; 0 means
 	// DefaultWaitSeconds.
 	WaitSeconds int
+
+	// saveSizes is the last output size of each save command: the next
+	// read is sized from it instead of doubling its way up (at 10,000
+	// Services the dump is 25 MB, and growing a buffer to it made as much
+	// garbage again).
+	saveSizes sync.Map // string -> int
 }
 
-var _ Runner = (*ExecRunner)(nil)
+var _ StreamRunner = (*ExecRunner)(nil)
 
 // NewExecRunner returns a Runner for the iptables-<mode>-save/-restore
 // binaries.
@@ -69,11 +78,16 @@ func (r *ExecRunner) Save(ctx context.Context, fam Family, table Table) ([]byte,
 		args = []string{"-t", string(table)}
 	}
 	cmd := r.command(ctx, bin, args...)
+	key := bin + " " + string(table)
 	var stdout, stderr bytes.Buffer
+	if n, ok := r.saveSizes.Load(key); ok {
+		stdout.Grow(n.(int) + n.(int)/8 + 512)
+	}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(stderr.String()))
 	}
+	r.saveSizes.Store(key, stdout.Len())
 	return stdout.Bytes(), nil
 }
 
@@ -99,6 +113,37 @@ func (r *ExecRunner) Restore(ctx context.Context, fam Family, payload []byte, no
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// RestoreFunc is Restore with the payload written by write straight into
+// iptables-restore's standard input.
+func (r *ExecRunner) RestoreFunc(ctx context.Context, fam Family, write func(io.Writer) error, noflush bool) error {
+	bin := binary(fam, r.Mode, "restore")
+	cmd := r.command(ctx, bin, r.restoreArgs(noflush)...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("%s: %w", bin, err)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", bin, err)
+	}
+	bw := bufio.NewWriterSize(stdin, 256<<10)
+	werr := write(bw)
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	stdin.Close()
+	// The command's own failure explains a failed write (it stopped
+	// reading), so it comes first.
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("%s: %w: %s", bin, err, strings.TrimSpace(out.String()))
+	}
+	if werr != nil {
+		return fmt.Errorf("%s: write payload: %w", bin, werr)
 	}
 	return nil
 }

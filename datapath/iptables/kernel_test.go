@@ -9,10 +9,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,4 +364,72 @@ func TestKernelDetectMode(t *testing.T) {
 	if m := detect(); m != iptables.ModeNFT {
 		t.Errorf("kubelet hint in nft: %s", m)
 	}
+}
+
+// TestKernelStreamedRestore: a payload over 1 MiB is streamed into
+// iptables-restore instead of being built in memory; the kernel must end
+// up as with the buffered payload (the Fake), and a rule the kernel
+// rejects in the middle of the stream must fail the sync with
+// iptables-restore's own message.
+func TestKernelStreamedRestore(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			r := netnsRunner(t, mode)
+			fake := iptablestest.NewFake()
+			sr := &streamCounter{ExecRunner: r}
+			km, fm := iptables.NewManager(sr, iptables.IPv4, nil), iptables.NewManager(fake, iptables.IPv4, nil)
+			chains := []iptables.Chain{{Table: iptables.TableNAT, Name: "NODENET-PREROUTING"}}
+			for i := range 1500 {
+				name := fmt.Sprintf("NODENET-SVC-%05d", i)
+				chains[0].Rules = append(chains[0].Rules, iptables.Rule(fmt.Sprintf("-d 10.96.%d.%d/32 -j %s", i/250, i%250, name)))
+				c := iptables.Chain{Table: iptables.TableNAT, Name: name}
+				for j := range 8 {
+					c.Rules = append(c.Rules, iptables.Rule(fmt.Sprintf(
+						`-p tcp -m comment --comment "ns/svc-%d:http -> 10.244.%d.%d:8080" -m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.244.%d.%d:8080`,
+						i, j, i%250, j, i%250)))
+				}
+				chains = append(chains, c)
+			}
+			for _, m := range []*iptables.Manager{km, fm} {
+				if err := m.Sync(t.Context(), "proxy", chains, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if rs := fake.Restores(); len(rs) != 1 || len(rs[0].Payload) <= 1<<20 {
+				t.Fatalf("the fake got %d payloads; the test needs one, over 1 MiB", len(rs))
+			}
+			if sr.streamed.Load() != 1 {
+				t.Errorf("%d payloads streamed, want 1", sr.streamed.Load())
+			}
+			if diff := cmp.Diff(tables(fake.Dump(iptables.IPv4)), kernelTables(t, r, iptables.IPv4)); diff != "" {
+				t.Fatalf("kernel differs from the fake (-fake +kernel):\n%s", diff)
+			}
+
+			// Everything rewritten (full), one rule bad halfway through.
+			bad := slices.Clone(chains)
+			bad[750].Rules = append(slices.Clone(bad[750].Rules), "-m nosuchmatch -j RETURN")
+			err := km.Sync(t.Context(), "proxy", bad, true)
+			if err == nil || !strings.Contains(err.Error(), "restore nat table") || !strings.Contains(err.Error(), "nosuchmatch") {
+				t.Fatalf("bad rule in a streamed payload: err = %v", err)
+			}
+			if diff := cmp.Diff(tables(fake.Dump(iptables.IPv4)), kernelTables(t, r, iptables.IPv4)); diff != "" {
+				t.Fatalf("a failed restore changed the kernel (-before +after):\n%s", diff)
+			}
+			if err := km.Sync(t.Context(), "proxy", nil, true); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// streamCounter counts the payloads streamed to iptables-restore.
+type streamCounter struct {
+	*iptables.ExecRunner
+	streamed atomic.Int32
+}
+
+func (s *streamCounter) RestoreFunc(ctx context.Context, fam iptables.Family, write func(io.Writer) error, noflush bool) error {
+	s.streamed.Add(1)
+	return s.ExecRunner.RestoreFunc(ctx, fam, write, noflush)
 }

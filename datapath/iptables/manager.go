@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -36,22 +37,32 @@ type ownerState struct {
 	// the owner does not want are removed on its full sync, even after a
 	// restart; no other owner may sync a chain matching them.
 	prefixes []string
-	// programmed is the content hash of each chain as last written by a
-	// successful Sync. nil means the next Sync is full.
-	programmed map[chainKey]uint64
-	// jumps are the validated jumps of each programmed chain: a chain
-	// whose hash is unchanged is not parsed again (at 10,000 services
-	// that parse was most of a partial sync).
-	jumps map[chainKey][]jump
-	// rules are the rule slices the last successful Sync was given: a
-	// chain passed again with the very same slice is not hashed again.
-	rules map[chainKey]ruleRef
+	// programmed is each chain as last written by a successful Sync.
+	// nil means the next Sync is full.
+	programmed map[chainKey]programmedChain
 	// claimed are the chains that may be in the kernel on this owner's
 	// behalf: the desired set after a success, grown by the desired set
 	// after a failure (which chains the failure left behind is unknown).
 	claimed map[chainKey]bool
-	// rendered is the payload per table of the latest Sync.
+	// desired is Sync's scratch map, kept so that its memory is reused:
+	// at 10,000 services allocating it (and programmed) anew for every
+	// partial sync was a third of the garbage the proxy made.
+	desired map[chainKey]desiredChain
+	// rendered is the payload per table of the latest Sync, if at most
+	// maxKeptPayload bytes.
 	rendered map[Table][]byte
+}
+
+// programmedChain is what the Manager remembers of a chain it wrote.
+type programmedChain struct {
+	hash uint64
+	// jumps are the chain's validated jumps: a chain whose hash is
+	// unchanged is not parsed again (at 10,000 services that parse was
+	// most of a partial sync).
+	jumps []jump
+	// rules is the rule slice the Sync was given: the very same slice
+	// passed again is not hashed again.
+	rules ruleRef
 }
 
 type chainKey struct {
@@ -128,8 +139,14 @@ func (m *Manager) Register(owner string, prefixes ...string) error {
 	return nil
 }
 
+// maxKeptPayload bounds the payloads Rendered can return: they are for
+// golden tests, while a cold start's payload at 10,000 Services is 20 MB
+// that would stay on the heap until the next Sync.
+const maxKeptPayload = 1 << 20
+
 // Rendered returns the restore payload per table of owner's latest Sync
-// (empty when it had nothing to write). Meant for golden tests.
+// (empty when it had nothing to write; a payload over 1 MiB is not kept).
+// Meant for golden tests.
 func (m *Manager) Rendered(owner string) map[Table]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -186,19 +203,29 @@ func (m *Manager) Sync(ctx context.Context, owner string, chains []Chain, full b
 	}
 	o.rendered = map[Table][]byte{}
 	var errs []error
-	var written, removed int
+	var written, removed, tables int
 	for _, t := range tableOrder {
 		p := plans[t]
 		if p.empty() {
 			continue
 		}
-		payload := p.render(t)
-		o.rendered[t] = payload
+		tables++
 		written, removed = written+len(p.write), removed+len(p.remove)
-		if m.log.Enabled(ctx, slog.LevelDebug-4) {
-			m.log.Log(ctx, slog.LevelDebug-4, "iptables-restore payload", "family", m.fam, "owner", owner, "table", t, "payload", string(payload))
+		var err error
+		if sr, ok := m.runner.(StreamRunner); ok && p.size(t) > maxKeptPayload && !m.log.Enabled(ctx, slog.LevelDebug-4) {
+			// Large: streamed, never whole in memory.
+			err = sr.RestoreFunc(ctx, m.fam, func(w io.Writer) error { return p.writeTo(w, t) }, true)
+		} else {
+			payload := p.render(t)
+			if len(payload) <= maxKeptPayload {
+				o.rendered[t] = payload
+			}
+			if m.log.Enabled(ctx, slog.LevelDebug-4) {
+				m.log.Log(ctx, slog.LevelDebug-4, "iptables-restore payload", "family", m.fam, "owner", owner, "table", t, "payload", string(payload))
+			}
+			err = m.runner.Restore(ctx, m.fam, payload, true)
 		}
-		if err := m.runner.Restore(ctx, m.fam, payload, true); err != nil {
+		if err != nil {
 			errs = append(errs, fmt.Errorf("restore %s table: %w", t, err))
 		}
 	}
@@ -209,18 +236,18 @@ func (m *Manager) Sync(ctx context.Context, owner string, chains []Chain, full b
 		}
 		return fmt.Errorf("sync %s %s: %w", m.fam, owner, err)
 	}
-	o.programmed = make(map[chainKey]uint64, len(desired))
-	o.jumps = make(map[chainKey][]jump, len(desired))
-	o.rules = make(map[chainKey]ruleRef, len(desired))
-	o.claimed = make(map[chainKey]bool, len(desired))
+	// desired no longer reads programmed: refill it (and claimed) in place.
+	if o.programmed == nil {
+		o.programmed = make(map[chainKey]programmedChain, len(desired))
+	}
+	clear(o.programmed)
+	clear(o.claimed)
 	for k, d := range desired {
-		o.programmed[k] = d.hash
-		o.jumps[k] = d.jumps
-		o.rules[k] = refOf(d.chain.Rules)
+		o.programmed[k] = programmedChain{hash: d.hash, jumps: d.jumps, rules: refOf(d.chain.Rules)}
 		o.claimed[k] = true
 	}
 	m.log.Debug("iptables sync", "family", m.fam, "owner", owner, "full", full, "chains", len(desired),
-		"written", written, "removed", removed, "tables", len(o.rendered), "elapsed", time.Since(start))
+		"written", written, "removed", removed, "tables", tables, "elapsed", time.Since(start))
 	return nil
 }
 
@@ -253,18 +280,23 @@ type jump struct {
 // content by o's last Sync was validated then and is not parsed again.
 // Callers hold mu.
 func (m *Manager) desired(o *ownerState, owner string, chains []Chain) (map[chainKey]desiredChain, error) {
-	out := make(map[chainKey]desiredChain, len(chains))
+	if o.desired == nil {
+		o.desired = make(map[chainKey]desiredChain, len(chains))
+	}
+	out := o.desired
+	clear(out)
 	var errs []error
 	for _, c := range chains {
 		k := chainKey{c.Table, c.Name}
 		d := desiredChain{chain: c}
-		if h, ok := o.programmed[k]; ok && len(c.Rules) > 0 && o.rules[k] == refOf(c.Rules) {
-			d.hash = h
+		p, ok := o.programmed[k]
+		if ok && len(c.Rules) > 0 && p.rules == refOf(c.Rules) {
+			d.hash = p.hash
 		} else {
 			d.hash = hashChain(c)
 		}
-		if js, ok := o.jumps[k]; ok && o.programmed[k] == d.hash {
-			d.jumps = js
+		if ok && p.hash == d.hash {
+			d.jumps = p.jumps
 		} else {
 			js, err := c.check()
 			if err != nil {
@@ -335,13 +367,15 @@ func hashChain(c Chain) uint64 {
 	return h
 }
 
-// save reads the kernel's tables (all when table is ""). Callers hold mu.
-func (m *Manager) save(ctx context.Context, table Table) (*savefmt.Dump, error) {
+// save reads the kernel's tables (all when table is ""), handing the rules
+// of user-defined chains to userRule if it is not nil (see
+// savefmt.ParseFunc). Callers hold mu.
+func (m *Manager) save(ctx context.Context, table Table, userRule func(table, chain string, text []byte)) (*savefmt.Dump, error) {
 	out, err := m.runner.Save(ctx, m.fam, table)
 	if err != nil {
 		return nil, fmt.Errorf("save %s: %w", orAll(table), err)
 	}
-	d, err := savefmt.Parse(out)
+	d, err := savefmt.ParseFunc(out, userRule)
 	if err != nil {
 		return nil, fmt.Errorf("parse save %s: %w", orAll(table), err)
 	}

@@ -1,8 +1,10 @@
 package iptables
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -42,8 +44,31 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 	// is stored as nil (no chains, no rules).
 	kernel := map[Table]*savefmt.Table{}
 	stale := map[chainKey]bool{}
+	// A full sync rewrites what differs from the kernel, not everything:
+	// at 10,000 Services rewriting every chain took seconds each minute.
+	// The kernel's rules of our chains are compared while being read, so
+	// that none of them is kept.
+	inKernel := map[chainKey]*kernelChain{}
 	if full {
-		d, err := m.save(ctx, "")
+		var last *kernelChain
+		var lastKey chainKey
+		d, err := m.save(ctx, "", func(table, chain string, text []byte) {
+			k := chainKey{Table(table), chain}
+			if last == nil || k != lastKey {
+				lastKey, last = k, inKernel[k]
+				if last == nil {
+					last = &kernelChain{same: true}
+					inKernel[k] = last
+				}
+			}
+			i := last.rules
+			last.rules++
+			if !last.same {
+				return
+			}
+			d, want := desired[k]
+			last.same = want && i < len(d.chain.Rules) && sameRule(d.chain.Rules[i], text)
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -87,7 +112,7 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 			if !need[t] {
 				continue
 			}
-			d, err := m.save(ctx, t)
+			d, err := m.save(ctx, t, func(string, string, []byte) {})
 			if err != nil {
 				return nil, err
 			}
@@ -95,12 +120,8 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 		}
 	}
 
-	// A full sync rewrites what differs from the kernel, not everything:
-	// at 10,000 Services rewriting every chain took seconds each minute.
-	var inKernel map[chainKey][]savefmt.Rule
 	declared := map[chainKey]bool{}
 	if full {
-		inKernel = map[chainKey][]savefmt.Rule{}
 		for t, kt := range kernel {
 			if kt == nil {
 				continue
@@ -108,18 +129,14 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 			for _, c := range kt.Chains {
 				declared[chainKey{t, c.Name}] = true
 			}
-			for _, r := range kt.Rules {
-				k := chainKey{t, r.Chain}
-				inKernel[k] = append(inKernel[k], r)
-			}
 		}
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(desired), compareKeys) {
 		d := desired[k]
-		if full && declared[k] && sameRules(d.chain.Rules, inKernel[k]) {
+		if full && declared[k] && inKernel[k].holds(d.chain.Rules) {
 			continue
 		}
-		if full || o.programmed[k] != d.hash {
+		if p, ok := o.programmed[k]; full || !ok || p.hash != d.hash {
 			get(k.table).write = append(get(k.table).write, d.chain)
 		}
 	}
@@ -174,32 +191,36 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 	return plans, nil
 }
 
-// sameRules reports whether the kernel's rules, as iptables-save printed
-// them, are want. A rule we spell differently from iptables-save reads as
+// kernelChain is what a full sync learnt of a user-defined chain's rules
+// in the kernel: how many there are, and whether each so far was the
+// desired rule at its position.
+type kernelChain struct {
+	rules int
+	same  bool
+}
+
+// holds reports whether the kernel's chain (nil: no rules) has exactly
+// the rules want.
+func (k *kernelChain) holds(want []Rule) bool {
+	if k == nil {
+		return len(want) == 0
+	}
+	return k.same && k.rules == len(want)
+}
+
+// sameRule reports whether the kernel's rule, as iptables-save printed
+// it, is want. A rule we spell differently from iptables-save reads as
 // different: its chain is rewritten, which is always safe.
-func sameRules(want []Rule, have []savefmt.Rule) bool {
-	if len(want) != len(have) {
+func sameRule(want Rule, printed []byte) bool {
+	if string(want) == string(printed) {
+		return true // spelled as iptables-save prints it: no need to split
+	}
+	args, err := want.args()
+	if err != nil {
 		return false
 	}
-	for i, r := range want {
-		if string(r) == have[i].Text {
-			continue // spelled as iptables-save prints it: no need to split
-		}
-		args, err := r.args()
-		if err != nil {
-			return false
-		}
-		kargs := have[i].Args
-		if kargs == nil { // a user chain's rule: kept as printed
-			if kargs, err = savefmt.Split(have[i].Text); err != nil {
-				return false
-			}
-		}
-		if !slices.Equal(args, kargs) {
-			return false
-		}
-	}
-	return true
+	kargs, err := savefmt.Split(string(printed))
+	return err == nil && slices.Equal(args, kargs)
 }
 
 // placeHooks orders the missing hooks of table t and computes their
@@ -284,20 +305,42 @@ func (p *tablePlan) render(t Table) []byte {
 	// Sized up front and written piece by piece: at 10,000 Services a
 	// cold start's payload is 20 MB, and growing it (or concatenating
 	// each line) cost as much memory again.
-	n := len(t) + 16
+	b := bytes.NewBuffer(make([]byte, 0, p.size(t)))
+	_ = p.writeTo(b, t) // a bytes.Buffer does not fail
+	return b.Bytes()
+}
+
+// size is the length of the payload render returns.
+func (p *tablePlan) size(t Table) int {
+	n := len(t) + 9
 	for _, c := range p.write {
-		n += len(c.Name) + 9
+		n += len(c.Name) + 10
 		for _, r := range c.Rules {
-			n += len(c.Name) + len(r) + 5
+			n += len(c.Name) + len(strings.TrimSpace(string(r))) + 5
 		}
 	}
 	for _, name := range p.remove {
-		n += 2*len(name) + 13
+		n += 2*len(name) + 14
 	}
 	for _, args := range p.unhook {
 		n += len(args) + 4
 	}
-	b := bytes.NewBuffer(make([]byte, 0, n))
+	for _, h := range p.hook {
+		n += len(h.hook.BuiltIn) + len(strconv.Itoa(h.pos)) + len(h.hook.args()) + 6
+	}
+	return n
+}
+
+// writeTo writes the payload (see render) to w.
+func (p *tablePlan) writeTo(w io.Writer, t Table) error {
+	b, ok := w.(interface {
+		io.Writer
+		io.StringWriter
+		io.ByteWriter
+	})
+	if !ok {
+		b = bufio.NewWriter(w)
+	}
 	line := func(parts ...string) {
 		for _, s := range parts {
 			b.WriteString(s)
@@ -326,5 +369,8 @@ func (p *tablePlan) render(t Table) []byte {
 		line("-I ", h.hook.BuiltIn, " ", strconv.Itoa(h.pos), " ", h.hook.args())
 	}
 	line("COMMIT")
-	return b.Bytes()
+	if f, ok := b.(interface{ Flush() error }); ok {
+		return f.Flush()
+	}
+	return nil
 }

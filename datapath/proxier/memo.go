@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nodenet/nodenet/datapath/proxy"
 )
@@ -20,34 +21,47 @@ import (
 // makes an endpoint change cost milliseconds instead of a second.
 type memo struct {
 	settings string // the compile settings the entries were made with
-	entries  map[string]memoEntry
+	entries  map[types.NamespacedName]memoEntry
+	spare    map[types.NamespacedName]memoEntry // the previous entries' map, reused
+	version  []byte                             // scratch for versionOf
 }
 
 type memoEntry struct {
 	version string // Service and slice resource versions
-	ports   []proxy.ServicePort
+	// kept are the ports Sync reads after programming (see keep); the
+	// rest are dropped once compiled: at 10,000 Services their endpoint
+	// lists were a sixth of the daemon's heap.
+	kept    []proxy.ServicePort
+	nports  int
 	rules   []proxy.PortRules
 	skipped int // node ports outside the configured range
 }
 
-// versionOf names the API state a Service's ports are built from.
-func versionOf(svc *corev1.Service, ss []*discoveryv1.EndpointSlice) string {
-	var b strings.Builder
-	b.WriteString(string(svc.UID))
-	b.WriteByte('/')
-	b.WriteString(svc.ResourceVersion)
+// keep reports whether Sync needs p after compiling it: UDP ports for
+// conntrack cleanup, health-checked ones for the health check server.
+func keep(p *proxy.ServicePort) bool {
+	return p.Protocol == proxy.UDP || (p.ExternalLocal && p.HealthCheckNodePort != 0)
+}
+
+// versionOf names the API state a Service's ports are built from,
+// appended to b.
+func versionOf(b []byte, svc *corev1.Service, ss []*discoveryv1.EndpointSlice) []byte {
+	b = append(b, svc.UID...)
+	b = append(b, '/')
+	b = append(b, svc.ResourceVersion...)
 	for _, s := range ss {
-		b.WriteByte(' ')
-		b.WriteString(s.Name)
-		b.WriteByte('@')
-		b.WriteString(s.ResourceVersion)
+		b = append(b, ' ')
+		b = append(b, s.Name...)
+		b = append(b, '@')
+		b = append(b, s.ResourceVersion...)
 	}
-	return b.String()
+	return b
 }
 
 // compiled is one family's result of a sync.
 type compiled struct {
-	ports   []proxy.ServicePort
+	kept    []proxy.ServicePort // the ports keep selects
+	nports  int                 // all service ports
 	rules   proxy.Ruleset
 	skipped int
 }
@@ -68,27 +82,37 @@ func (c *Component) compile(m *memo, svcs []*corev1.Service, epSlices []*discove
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	bySvc := proxy.SlicesByService(epSlices, bo.Family)
-	next := make(map[string]memoEntry, len(svcs))
+	// The map of two syncs ago is refilled: an unchanged Service costs
+	// neither a map entry nor a version string.
+	next := m.spare
+	if next == nil {
+		next = make(map[types.NamespacedName]memoEntry, len(svcs))
+	}
+	clear(next)
 	var out compiled
-	var parts []proxy.PortRules
+	parts := make([]proxy.PortRules, 0, len(svcs))
 	for _, svc := range svcs {
-		key := svc.Namespace + "/" + svc.Name
+		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
 		ss := bySvc[key]
-		version := versionOf(svc, ss)
+		m.version = versionOf(m.version[:0], svc, ss)
 		e, ok := m.entries[key]
-		if !ok || e.version != version {
+		if !ok || e.version != string(m.version) {
 			ports, skipped := c.inRange(proxy.BuildService(svc, ss, bo))
-			e = memoEntry{version: version, ports: ports, skipped: skipped, rules: make([]proxy.PortRules, len(ports))}
+			e = memoEntry{version: string(m.version), nports: len(ports), skipped: skipped, rules: make([]proxy.PortRules, len(ports))}
 			for i := range ports {
 				e.rules[i] = k.Port(&ports[i])
+				if keep(&ports[i]) {
+					e.kept = append(e.kept, ports[i])
+				}
 			}
 		}
 		next[key] = e
-		out.ports = append(out.ports, e.ports...)
+		out.kept = append(out.kept, e.kept...)
+		out.nports += e.nports
 		out.skipped += e.skipped
 		parts = append(parts, e.rules...)
 	}
-	m.entries = next
+	m.entries, m.spare = next, m.entries
 	out.rules = k.Assemble(parts)
 	return out, nil
 }

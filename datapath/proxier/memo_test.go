@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,12 +19,19 @@ import (
 	"github.com/nodenet/nodenet/datapath/proxy"
 )
 
+// testService i is a NodePort Service; svc1 is a LoadBalancer with
+// externalTrafficPolicy Local (its health check node port is 32001).
 func testService(i int) *corev1.Service {
-	return &corev1.Service{
+	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("svc%d", i), UID: types.UID(fmt.Sprintf("uid%d", i)), ResourceVersion: "1"},
 		Spec: corev1.ServiceSpec{ClusterIP: fmt.Sprintf("10.96.0.%d", i+1), Type: corev1.ServiceTypeNodePort,
 			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, NodePort: int32(30000 + i)}}},
 	}
+	if i == 1 {
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+		svc.Spec.ExternalTrafficPolicy, svc.Spec.HealthCheckNodePort = corev1.ServiceExternalTrafficPolicyLocal, 32001
+	}
+	return svc
 }
 
 func testSlice(i int, rv string, ips ...string) *discoveryv1.EndpointSlice {
@@ -72,13 +80,13 @@ func TestCompileMemo(t *testing.T) {
 	svcs := []*corev1.Service{testService(2), testService(0), testService(1), testService(3)}
 	eps := []*discoveryv1.EndpointSlice{testSlice(0, "5", "10.244.1.1"), testSlice(1, "6", "10.244.1.2", "10.244.2.2"), testSlice(3, "7", "10.244.1.3")}
 
-	fresh := func() (proxy.Ruleset, int) {
+	fresh := func() (proxy.Ruleset, []proxy.ServicePort, int) {
 		ports, skipped := c.inRange(proxy.Build(svcs, eps, bo))
 		rs, err := proxy.Compile(ports, co)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return rs, skipped
+		return rs, ports, skipped
 	}
 	m := &memo{}
 	check := func(step string) compiled {
@@ -87,9 +95,21 @@ func TestCompileMemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, skipped := fresh()
+		want, ports, skipped := fresh()
 		if diff := cmp.Diff(chainsByName(want), chainsByName(got.rules)); diff != "" {
 			t.Fatalf("%s: memoized compile differs from a fresh one (-fresh +memo):\n%s", step, diff)
+		}
+		var kept []proxy.ServicePort
+		for i := range ports {
+			if keep(&ports[i]) {
+				kept = append(kept, ports[i])
+			}
+		}
+		if got.nports != len(ports) || len(kept) == 0 || len(kept) == len(ports) {
+			t.Errorf("%s: %d ports, fresh %d of which %d kept: the test needs both kinds", step, got.nports, len(ports), len(kept))
+		}
+		if diff := cmp.Diff(kept, got.kept, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+			t.Errorf("%s: kept ports differ from a fresh build's (-fresh +memo):\n%s", step, diff)
 		}
 		if got.skipped != skipped || got.skipped != 1 {
 			t.Errorf("%s: skipped %d node ports, fresh %d, want 1 (svc3's 30003)", step, got.skipped, skipped)

@@ -130,17 +130,17 @@ func (c *Component) Sync(ctx context.Context, full bool) error {
 			errs = append(errs, fmt.Errorf("compile %v: %w", fam, err))
 			continue
 		}
-		ports, rs := out.ports, out.rules
+		rs := out.rules
 		skipped += out.skipped
-		total += len(ports)
+		total += out.nports
 		chains := append(append([]iptables.Chain{}, rs.NAT...), rs.Filter...)
 		if err := m.Sync(ctx, Owner, chains, full); err != nil {
 			errs = append(errs, fmt.Errorf("program %v: %w", fam, err))
 			continue
 		}
 		c.countRules(fam, rs)
-		collectUDP(ports, nodeIPs, udp)
-		collectHealth(ports, health, healthLocal)
+		collectUDP(out.kept, nodeIPs, udp)
+		collectHealth(out.kept, health, healthLocal)
 	}
 	errs = append(errs, c.health.Sync(health))
 	if err := errors.Join(errs...); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nodenet/nodenet/datapath/iptables"
 )
@@ -103,7 +104,7 @@ func Build(services []*corev1.Service, epSlices []*discoveryv1.EndpointSlice, o 
 		if svc == nil {
 			continue
 		}
-		out = append(out, BuildService(svc, bySvc[svc.Namespace+"/"+svc.Name], o)...)
+		out = append(out, BuildService(svc, bySvc[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}], o)...)
 	}
 	slices.SortFunc(out, func(a, b ServicePort) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name),
@@ -112,19 +113,19 @@ func Build(services []*corev1.Service, epSlices []*discoveryv1.EndpointSlice, o 
 	return out
 }
 
-// SlicesByService groups the slices of fam by "namespace/service", each
+// SlicesByService groups the slices of fam by namespace and service, each
 // group sorted by slice name.
-func SlicesByService(epSlices []*discoveryv1.EndpointSlice, fam iptables.Family) map[string][]*discoveryv1.EndpointSlice {
+func SlicesByService(epSlices []*discoveryv1.EndpointSlice, fam iptables.Family) map[types.NamespacedName][]*discoveryv1.EndpointSlice {
 	want := discoveryv1.AddressTypeIPv4
 	if fam == iptables.IPv6 {
 		want = discoveryv1.AddressTypeIPv6
 	}
-	bySvc := map[string][]*discoveryv1.EndpointSlice{}
+	bySvc := make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(epSlices))
 	for _, s := range epSlices {
 		if s == nil || s.AddressType != want || s.Labels[discoveryv1.LabelServiceName] == "" {
 			continue
 		}
-		k := s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]
+		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]}
 		bySvc[k] = append(bySvc[k], s)
 	}
 	for _, ss := range bySvc {
