@@ -58,25 +58,11 @@ type Problem struct {
 func Build(in Input) (*Table, []Problem) {
 	b := &builder{
 		t:        &Table{exact: map[string]*hostRules{}, wildcard: map[string]*hostRules{}, Certs: map[string]string{}},
-		services: map[string]*corev1.Service{},
-		slices:   map[string][]*discoveryv1.EndpointSlice{},
-		secrets:  map[string]bool{},
+		in:       in,
 		owners:   map[ruleKey]*Route{},
 		backends: map[string]*Backend{},
 		certOwn:  map[string]string{},
 		tlsHosts: map[string]bool{},
-	}
-	for _, s := range in.Services {
-		b.services[s.Namespace+"/"+s.Name] = s
-	}
-	for _, s := range in.Slices {
-		if svc := s.Labels[discoveryv1.LabelServiceName]; svc != "" {
-			k := s.Namespace + "/" + svc
-			b.slices[k] = append(b.slices[k], s)
-		}
-	}
-	for _, s := range in.Secrets {
-		b.secrets[s.Namespace+"/"+s.Name] = true
 	}
 	ings := Served(in.Ingresses, in.Classes)
 	var canaries []parsed
@@ -116,7 +102,12 @@ type parsed struct {
 type ruleKey struct{ host, pathType, path string }
 
 type builder struct {
-	t        *Table
+	t  *Table
+	in Input
+	// The indexes of in, by "namespace/name", made on first use: every
+	// EndpointSlice change in the cluster rebuilds the table, and at
+	// 10,000 Services indexing them all cost megabytes each time, also
+	// on nodes that serve no Ingress at all.
 	services map[string]*corev1.Service
 	slices   map[string][]*discoveryv1.EndpointSlice
 	secrets  map[string]bool
@@ -128,6 +119,42 @@ type builder struct {
 }
 
 func key(ing *networkingv1.Ingress) string { return ing.Namespace + "/" + ing.Name }
+
+// service is the Service "namespace/name", or nil.
+func (b *builder) service(k string) *corev1.Service {
+	if b.services == nil {
+		b.services = make(map[string]*corev1.Service, len(b.in.Services))
+		for _, s := range b.in.Services {
+			b.services[s.Namespace+"/"+s.Name] = s
+		}
+	}
+	return b.services[k]
+}
+
+// slicesOf are the EndpointSlices of the Service "namespace/name".
+func (b *builder) slicesOf(k string) []*discoveryv1.EndpointSlice {
+	if b.slices == nil {
+		b.slices = map[string][]*discoveryv1.EndpointSlice{}
+		for _, s := range b.in.Slices {
+			if svc := s.Labels[discoveryv1.LabelServiceName]; svc != "" {
+				k := s.Namespace + "/" + svc
+				b.slices[k] = append(b.slices[k], s)
+			}
+		}
+	}
+	return b.slices[k]
+}
+
+// hasSecret reports whether the TLS Secret "namespace/name" exists.
+func (b *builder) hasSecret(k string) bool {
+	if b.secrets == nil {
+		b.secrets = make(map[string]bool, len(b.in.Secrets))
+		for _, s := range b.in.Secrets {
+			b.secrets[s.Namespace+"/"+s.Name] = true
+		}
+	}
+	return b.secrets[k]
+}
 
 func (b *builder) problem(ing *networkingv1.Ingress, reason, format string, args ...any) {
 	b.problems = append(b.problems, Problem{Namespace: ing.Namespace, Name: ing.Name, Reason: reason, Message: fmt.Sprintf(format, args...)})
@@ -352,7 +379,7 @@ func (b *builder) addTLS(ing *networkingv1.Ingress) {
 		secret := ""
 		if t.SecretName != "" {
 			secret = ing.Namespace + "/" + t.SecretName
-			if !b.secrets[secret] {
+			if !b.hasSecret(secret) {
 				b.problem(ing, ReasonTLS, "tls[%d]: Secret %s of type kubernetes.io/tls not found; the default certificate is served for %s",
 					i, secret, strings.Join(t.Hosts, ", "))
 			}
@@ -391,7 +418,7 @@ func (b *builder) backend(ns string, sb *networkingv1.IngressServiceBackend, s a
 }
 
 func (b *builder) endpoints(ns string, sb *networkingv1.IngressServiceBackend) []string {
-	svc := b.services[ns+"/"+sb.Name]
+	svc := b.service(ns + "/" + sb.Name)
 	if svc == nil {
 		return nil
 	}
@@ -407,7 +434,7 @@ func (b *builder) endpoints(ns string, sb *networkingv1.IngressServiceBackend) [
 		return nil
 	}
 	var ready, terminating []string
-	for _, sl := range b.slices[ns+"/"+sb.Name] {
+	for _, sl := range b.slicesOf(ns + "/" + sb.Name) {
 		var port int32
 		for _, p := range sl.Ports {
 			name := ""
