@@ -29,6 +29,9 @@ type accessLog struct {
 	done    chan struct{}
 	stop    sync.Once
 	dropped atomic.Uint64
+	// attrs is write's scratch space (run's goroutine only): the Record
+	// copies what it is given.
+	attrs []slog.Attr
 }
 
 const accessQueue = 8192
@@ -76,9 +79,9 @@ func (a *accessLog) run() {
 }
 
 func (a *accessLog) write(e accessEntry) {
-	attrs := []slog.Attr{slog.String("remote", e.remote), slog.String("method", e.method), slog.String("host", e.host),
+	attrs := append(a.attrs[:0], slog.String("remote", e.remote), slog.String("method", e.method), slog.String("host", e.host),
 		slog.String("uri", e.uri), slog.String("proto", e.proto), slog.Int("status", e.status), slog.Int64("bytes", e.bytes),
-		slog.Duration("duration", e.duration)}
+		slog.Duration("duration", e.duration))
 	if e.ingress != "" {
 		attrs = append(attrs, slog.String("ingress", e.ingress), slog.String("service", e.service), slog.String("upstream", e.upstream))
 	}
@@ -86,6 +89,8 @@ func (a *accessLog) write(e accessEntry) {
 		attrs = append(attrs, slog.Duration("upstream_time", e.upstreamTime))
 	}
 	a.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+	clear(attrs) // hold no request's strings
+	a.attrs = attrs[:0]
 }
 
 // LineBuffer collects whole log lines (each Write is one record, as slog

@@ -37,6 +37,10 @@ type pconn struct {
 	// are renewed only when they are off by more than a little slack: on a
 	// busy connection, rarely.
 	rd, wd time.Time
+	// dw is bw's writer, reset by each exchange (which owns pc meanwhile).
+	dw deadlineWriter
+	// interrupt unblocks I/O on conn (made once, not per request).
+	interrupt func()
 }
 
 // renewSlack is how much earlier than the timeout a deadline may fire.
@@ -70,7 +74,8 @@ func (pc *pconn) writeWithin(now time.Time, d time.Duration) {
 // trusted, so a busy proxy pays no extra system call.
 const checkAfter = time.Second
 
-func (u *upstream) getConn() *pconn {
+// now may be a few µs old.
+func (u *upstream) getConn(now time.Time) *pconn {
 	idle := u.idle.Load()
 	if idle == nil {
 		return nil
@@ -78,7 +83,7 @@ func (u *upstream) getConn() *pconn {
 	for {
 		select {
 		case pc := <-*idle:
-			if time.Since(pc.idleSince) < checkAfter || alive(pc.conn) {
+			if now.Sub(pc.idleSince) < checkAfter || alive(pc.conn) {
 				return pc
 			}
 			pc.conn.Close()
@@ -151,7 +156,11 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		var pc *pconn
 		if attempt == 0 {
-			pc = c.up.getConn()
+			now := c.sent // saves a clock read
+			if now.IsZero() {
+				now = time.Now()
+			}
+			pc = c.up.getConn(now)
 		}
 		reused := pc != nil
 		if pc == nil {
@@ -159,7 +168,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil {
 				return nil, err
 			}
-			pc, reused = &pconn{conn: conn, br: bufio.NewReaderSize(conn, 16<<10), bw: bufio.NewWriterSize(conn, 8<<10)}, false
+			pc, reused = newPconn(conn), false
 		}
 		resp, err := t.exchange(pc, req, c)
 		if err == nil {
@@ -182,6 +191,13 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+func newPconn(conn net.Conn) *pconn {
+	pc := &pconn{conn: conn, br: bufio.NewReaderSize(conn, 16<<10)}
+	pc.bw = bufio.NewWriterSize(&pc.dw, 8<<10)
+	pc.interrupt = func() { conn.SetDeadline(aLongTimeAgo) }
+	return pc
+}
+
 func staleConn(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
@@ -189,8 +205,9 @@ func staleConn(err error) bool {
 // exchange writes req and reads the response head on pc.
 func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Response, error) {
 	// A client that goes away interrupts whatever is blocked.
-	stop := context.AfterFunc(req.Context(), func() { pc.conn.SetDeadline(aLongTimeAgo) })
-	w := &deadlineWriter{pc: pc, d: c.send}
+	stop := context.AfterFunc(req.Context(), pc.interrupt)
+	w := &pc.dw
+	*w = deadlineWriter{pc: pc, d: c.send}
 	pc.bw.Reset(w)
 	var body *bodyReader
 	if req.Body != nil && req.Body != http.NoBody {
@@ -229,7 +246,8 @@ func (t *h1Transport) exchange(pc *pconn, req *http.Request, c *call) (*http.Res
 		}
 	}
 	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	b := &h1Body{rc: resp.Body, pc: pc, up: c.up, keep: keep, stop: stop, read: c.read}
+	b := &h1Body{rc: resp.Body, pc: pc, up: c.up, keep: keep, stop: stop, read: c.read,
+		identity: resp.ContentLength >= 0 && len(resp.TransferEncoding) == 0}
 	if resp.Body == http.NoBody {
 		b.done(true)
 		return resp, nil
@@ -273,12 +291,15 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 // h1Body is a response body; read to its end on a reusable connection,
 // it puts the connection back into the pool.
 type h1Body struct {
-	rc       io.ReadCloser
-	pc       *pconn
-	up       *upstream
-	keep     bool
-	stop     func() bool
-	read     time.Duration
+	rc   io.ReadCloser
+	pc   *pconn
+	up   *upstream
+	keep bool
+	stop func() bool
+	read time.Duration
+	// identity: a Content-Length body, whose Read reads the socket only
+	// when nothing is buffered (chunked bodies may read past the buffer).
+	identity bool
 	finished atomic.Bool
 }
 
@@ -286,8 +307,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.finished.Load() { // the connection may serve another request now
 		return 0, io.EOF
 	}
-	// The read timeout bounds a pause, not the whole body.
-	b.pc.readWithin(time.Now(), b.read)
+	// The read timeout bounds a pause, not the whole body. A read served
+	// from the buffer cannot pause: no clock read for it.
+	if !b.identity || b.pc.br.Buffered() == 0 {
+		b.pc.readWithin(time.Now(), b.read)
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.done(true)

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,8 @@ type Handler struct {
 	proxies map[string]*httputil.ReverseProxy // by backend protocol
 	access  *accessLog
 	closers []func()
+	// reverseProxyOnly turns serveH1 off (tests compare the two).
+	reverseProxyOnly bool
 }
 
 // New returns a handler serving an empty table.
@@ -109,8 +112,10 @@ func (h *Handler) Close() {
 }
 
 // call is one request's proxying state, shared with the transport through
-// the request context.
+// the request context: the call is that context, the request's own with
+// the call as the value of callKey (one allocation fewer than WithValue).
 type call struct {
+	context.Context
 	route   *routes.Route
 	backend *routes.Backend
 	bal     *balancer
@@ -125,17 +130,34 @@ type call struct {
 	connect time.Duration
 	read    time.Duration
 	send    time.Duration
+	sent    time.Time     // when the current try went upstream (retryTransport)
+	url     url.URL       // the upstream request's (serveH1)
 	errCode int           // set by the transport for the error handler
 	rawBody io.ReadCloser // the request body as the server gave it, for lingering
 }
 
 type callKey struct{}
 
+// Value is context.WithValue's for callKey.
+func (c *call) Value(key any) any {
+	if key == (callKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// served is what one request allocates: its recorder and its call, in one.
+type served struct {
+	rec recorder
+	c   call
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	opts := h.opts.Load()
 	st := h.state.Load()
-	rec := &recorder{ResponseWriter: w}
+	sv := &served{rec: recorder{ResponseWriter: w}}
+	rec := &sv.rec
 	var c *call
 	switch route := st.table.Match(r.Host, r.URL.Path); {
 	case r.Method == http.MethodConnect: // a reverse proxy is no tunnel
@@ -143,13 +165,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case route == nil:
 		http.NotFound(rec, r)
 	default:
-		c = &call{route: route, opts: opts}
-		h.serve(rec, r, st.links[route], c)
+		c = &sv.c
+		c.route, c.opts = route, opts
+		h.serve(rec, r, st.links[route], c, start)
 	}
 	h.finish(rec, r, c, st, start)
 }
 
-func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
+func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call, start time.Time) {
 	s := &c.route.Settings
 	if len(s.SourceRanges) > 0 && !allowed(s.SourceRanges, r.RemoteAddr) {
 		c.stats = l.stats
@@ -185,7 +208,7 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 	if cn := c.route.Canary; cn != nil && l.canaryBal.size() > 0 && useCanary(cn, r) {
 		c.bal, c.stats, c.backend = l.canaryBal, l.canaryStats, cn.Backend
 	}
-	now := nowNano()
+	now := start.UnixNano() // a few µs old: no matter to ejections
 	affinity := s.Affinity == "cookie"
 	if affinity {
 		if ck, err := r.Cookie(s.SessionCookieName); err == nil {
@@ -213,7 +236,12 @@ func (h *Handler) serve(w *recorder, r *http.Request, l *link, c *call) {
 	// rewrite() finds the chosen upstream through the context.
 	r.URL.Path = c.route.Rewrite(r.URL.Path)
 	r.URL.RawPath = ""
-	rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+	c.Context = r.Context()
+	if c.backend.Protocol == annotations.HTTP && !h.reverseProxyOnly && h1Eligible(r) {
+		h.serveH1(rp, w, r, c)
+		return
+	}
+	rp.ServeHTTP(w, r.WithContext(c))
 }
 
 func useCanary(cn *routes.Canary, r *http.Request) bool {
@@ -238,29 +266,56 @@ func useCanary(cn *routes.Canary, r *http.Request) bool {
 // rewrite builds the upstream request: endpoint address, forwarded headers.
 // The client's Host header is kept, as ingress-nginx does.
 func rewrite(pr *httputil.ProxyRequest) {
-	c := pr.In.Context().Value(callKey{}).(*call)
+	rewriteCall(pr, pr.In.Context().Value(callKey{}).(*call))
+}
+
+func rewriteCall(pr *httputil.ProxyRequest, c *call) {
 	pr.Out.URL.Scheme = "http"
 	if p := c.backend.Protocol; p == annotations.HTTPS || p == annotations.GRPCS {
 		pr.Out.URL.Scheme = "https"
 	}
 	pr.Out.URL.Host = c.up.addr
 	// Client-sent X-Forwarded-* are not trusted: the client is who connected.
-	pr.SetXForwarded()
-	ip, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
-	pr.Out.Header.Set("X-Real-IP", ip)
-	pr.Out.Header.Set("Forwarded", forwarded(ip, pr.In))
+	ip, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	hdr := pr.Out.Header
+	if err != nil || len(hdr["X-Forwarded-For"]) > 0 {
+		// Not the usual case (the proxy removed the client's): as it is.
+		pr.SetXForwarded()
+		hdr.Set("X-Real-IP", ip)
+		hdr.Set("Forwarded", forwarded(ip, pr.In))
+		return
+	}
+	// What SetXForwarded and Header.Set do, with one backing array for
+	// the values.
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	vals := []string{ip, pr.In.Host, proto, ip, forwarded(ip, pr.In)}
+	hdr["X-Forwarded-For"] = vals[0:1:1]
+	hdr["X-Forwarded-Host"] = vals[1:2:2]
+	hdr["X-Forwarded-Proto"] = vals[2:3:3]
+	hdr["X-Real-Ip"] = vals[3:4:4]
+	hdr["Forwarded"] = vals[4:5:5]
 }
 
-// forwarded renders RFC 7239's Forwarded header for the client.
+// forwarded renders RFC 7239's Forwarded header for the client; built on
+// the stack, it takes one allocation (the string) for usual hosts.
 func forwarded(ip string, r *http.Request) string {
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
 	}
+	var arr [160]byte
+	b := append(arr[:0], "for="...)
 	if strings.IndexByte(ip, ':') >= 0 {
-		ip = `"[` + ip + `]"`
+		b = append(append(append(b, `"[`...), ip...), `]"`...)
+	} else {
+		b = append(b, ip...)
 	}
-	return "for=" + ip + ";host=" + strconv.Quote(r.Host) + ";proto=" + proto
+	b = strconv.AppendQuote(append(b, ";host="...), r.Host)
+	b = append(append(b, ";proto="...), proto...)
+	return string(b)
 }
 
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {

@@ -72,6 +72,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	for {
 		start := time.Now()
+		c.sent = start
 		resp, err := t.next.RoundTrip(req)
 		if err == nil {
 			c.upTime = time.Since(start)
