@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
+	"slices"
 	"strconv"
 )
 
@@ -77,11 +78,20 @@ func (sp *ServicePort) affinityList(e Endpoint) string {
 	return prefixSEP + hash16(sp.portKey()+"/"+hostPort(e))
 }
 
-// treeName names the dispatch-tree node covering the first nibbles of key:
-// the nibbles in hex when they fit, else "H" and a hash (hex never
-// contains "H").
-func treeName(prefix string, key []byte, nibbles int) string {
-	h := hex.EncodeToString(key)[:nibbles]
+// treeName names the dispatch-tree node covering the first digits of key:
+// those bits in hex (the last hex digit masked, and an "x" after it, when
+// they end inside it) when they fit, else "H" and a hash (hex never
+// contains "H" or "x").
+func treeName(prefix string, key []byte, digits int) string {
+	bits := digits * digitBits
+	b := slices.Clone(key[:(bits+7)/8])
+	if r := bits % 8; r != 0 {
+		b[len(b)-1] &= 0xff << (8 - r)
+	}
+	h := hex.EncodeToString(b)[:(bits+3)/4]
+	if bits%4 != 0 {
+		h += "x"
+	}
 	if len(prefix)+len(h) > 28 {
 		return prefix + "H" + hash16(h)[:27-len(prefix)]
 	}
