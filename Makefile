@@ -34,11 +34,13 @@ unit:
 	$(GO) test ./...
 
 # Each fuzz target for FUZZTIME; the seed corpora also run in `go test`.
+# A failing run's own output is printed (a second run might not fail).
 fuzz:
-	@set -e; for t in $$(test/fuzz-targets.sh); do \
+	@set -e; out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
+	for t in $$(test/fuzz-targets.sh); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
-	    { $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; exit 1; }; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >"$$out" 2>&1 || \
+	    { cat "$$out"; echo "fuzz $$pkg $$name failed (an input the fuzzer found failing is kept in $$pkg/testdata/fuzz/$$name/)"; exit 1; }; \
 	done
 
 leakcheck:
