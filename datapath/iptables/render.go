@@ -57,17 +57,16 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 			if last == nil || k != lastKey {
 				lastKey, last = k, inKernel[k]
 				if last == nil {
-					last = &kernelChain{same: true}
+					d, want := desired[k]
+					last = &kernelChain{same: want, want: d.chain.Rules}
 					inKernel[k] = last
 				}
 			}
 			i := last.rules
 			last.rules++
-			if !last.same {
-				return
+			if last.same {
+				last.same = i < len(last.want) && sameRule(last.want[i], text)
 			}
-			d, want := desired[k]
-			last.same = want && i < len(d.chain.Rules) && sameRule(d.chain.Rules[i], text)
 		})
 		if err != nil {
 			return nil, err
@@ -197,6 +196,7 @@ func (m *Manager) plan(ctx context.Context, o *ownerState, desired map[chainKey]
 type kernelChain struct {
 	rules int
 	same  bool
+	want  []Rule // the desired rules (none when the chain is not desired)
 }
 
 // holds reports whether the kernel's chain (nil: no rules) has exactly
