@@ -62,7 +62,7 @@ func main() {
 	flag.IntVar(&o.createWorkers, "workers", 16, "concurrent API creates")
 	flag.DurationVar(&o.syncTimeout, "sync-timeout", 10*time.Minute, "longest wait for an agent's cold start")
 	var only string
-	flag.StringVar(&o.profileDir, "profile", "", "save nodenet's heap profiles (after the cold start and at the end of each run) and a CPU profile of its start into this directory")
+	flag.StringVar(&o.profileDir, "profile", "", "save nodenet's heap profiles (after the cold start and at the end of each run) and a CPU profile of its start into this directory (each heap profile forces a GC: peak memory of such runs is not comparable)")
 	flag.DurationVar(&o.coldProfile, "profile-cpu", 10*time.Second, "how long the CPU profile from the agent's start lasts (with -profile)")
 	flag.StringVar(&only, "agents", "nn,ipt,nft", "agents to run: nn (nodenet), ipt (kube-proxy iptables), nft (kube-proxy nftables)")
 	flag.Parse()
